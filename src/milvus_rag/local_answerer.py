@@ -1,0 +1,228 @@
+"""A small OpenAI-compatible chat-completions server that answers from the prompt's context.
+
+It stands in for an LLM when none is configured, so the tutorial's generation step runs
+unchanged with the real ``openai`` client. Its answer is the best-ranked passage's own
+sentences, trimmed to those closest to the question (by the same embedding model as the
+retrieval) when the passage is long. It never invents text, and listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+from milvus_rag.prompts import parse_user_prompt
+
+MODEL_NAME = "local-extractive"
+MAX_SENTENCES = 5
+NO_ANSWER = "The provided context does not contain an answer to this question."
+
+_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_FRONT_MATTER = re.compile(r"^[a-z_]+: ")  # "id: ...", "summary: ..." lines of a page header
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
+
+
+def _sentences(text: str) -> list[str]:
+    """Plain sentences of a markdown text: no headings, no question titles, no links."""
+    sentences: list[str] = []
+    for line in _LINK.sub(r"\1", text).splitlines():
+        line = line.strip().lstrip("-*>").strip()
+        if not line or line.startswith(("#", "|", "<", "```")) or _FRONT_MATTER.match(line):
+            continue
+        for sentence in _SENTENCE_END.split(line):
+            sentence = sentence.strip()
+            if len(sentence.split()) >= 4 and not sentence.endswith("?"):
+                sentences.append(sentence)
+    return list(dict.fromkeys(sentences))
+
+
+def _is_title(line: str) -> bool:
+    line = line.strip().lstrip("#").strip()
+    return line.endswith("?") and len(line) <= 200
+
+
+def context_sections(context: str) -> list[list[str]]:
+    """The context cut where a FAQ question title starts, each part as its sentences.
+
+    The retrieved pieces arrive in rank order, so the first part with any sentence is the
+    best match; parts without a sentence (headings, fragments) are dropped.
+    """
+    parts: list[list[str]] = [[]]
+    for line in context.splitlines():
+        if _is_title(line) and parts[-1]:
+            parts.append([])
+        parts[-1].append(line)
+    sections = [_sentences("\n".join(lines)) for lines in parts]
+    return [sentences for sentences in sections if sentences]
+
+
+class ExtractiveAnswerer:
+    """Answers a question with sentences of the best-ranked passage of the context.
+
+    The answer is that passage's own sentences, in order; if it has more than
+    ``max_sentences``, the ones closest to the question (by the embedding model) are kept.
+    """
+
+    def __init__(self, embedding, max_sentences: int = MAX_SENTENCES):
+        self.embedding = embedding
+        self.max_sentences = max_sentences
+
+    def answer(self, context: str, question: str) -> str:
+        sections = context_sections(context)
+        if not sections or not question.strip():
+            return NO_ANSWER
+        sentences = sections[0]
+        if len(sentences) > self.max_sentences:
+            vectors = np.asarray(self.embedding.encode_documents(sentences), dtype=np.float32)
+            query = np.asarray(self.embedding.encode_queries([question])[0], dtype=np.float32)
+            norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12
+            keep = sorted(np.argsort(-(vectors @ query) / norms)[: self.max_sentences])
+            sentences = [sentences[i] for i in keep]
+        return " ".join(sentences)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def log_message(self, format, *args):  # keep the notebook and terminal quiet
+        pass
+
+    def _send_json(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path.rstrip("/").endswith("/models"):
+            self._send_json(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": MODEL_NAME,
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": "milvus_rag",
+                        }
+                    ],
+                },
+            )
+        else:
+            self._send_json(
+                404, {"error": {"message": "not found", "type": "invalid_request_error"}}
+            )
+
+    def do_POST(self):
+        if not self.path.rstrip("/").endswith("/chat/completions"):
+            self._send_json(
+                404, {"error": {"message": "not found", "type": "invalid_request_error"}}
+            )
+            return
+        try:
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            user = [m for m in request["messages"] if m.get("role") == "user"][-1]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            self._send_json(
+                400,
+                {
+                    "error": {
+                        "message": "expected a chat request with a user message",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
+            return
+        context, question = parse_user_prompt(user)
+        answer = self.server.answerer.answer(context, question)
+        model = request.get("model") or MODEL_NAME
+        ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        if request.get("stream"):
+            self._stream(ident, created, model, answer)
+            return
+        self._send_json(
+            200,
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": answer},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": len(user.split()),
+                    "completion_tokens": len(answer.split()),
+                    "total_tokens": len(user.split()) + len(answer.split()),
+                },
+            },
+        )
+
+    def _stream(self, ident: str, created: int, model: str, answer: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+
+        def event(delta: dict, finish: str | None) -> None:
+            chunk = {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+
+        event({"role": "assistant", "content": ""}, None)
+        for word in re.findall(r"\S+\s*", answer):
+            event({"content": word}, None)
+        event({}, "stop")
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    answerer: ExtractiveAnswerer
+
+
+class LocalAnswererServer:
+    """The server, running in a daemon thread on 127.0.0.1 and a free port."""
+
+    def __init__(self, embedding, host: str = "127.0.0.1", port: int = 0):
+        self._server = _Server((host, port), _Handler)
+        self._server.answerer = ExtractiveAnswerer(embedding)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="milvus-rag-local-answerer"
+        )
+        self._thread.start()
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> LocalAnswererServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
