@@ -50,7 +50,7 @@ def connect_llm(base_url: str, model: str, embedding, interactive: bool = False)
             MODEL_NAME,
             (
                 "No LLM endpoint configured (LLM_BASE_URL): answering with the local extractive "
-                f"answerer at {server.base_url}, which quotes the retrieved text."
+                "answerer on 127.0.0.1, which quotes the best retrieved passage."
             ),
         )
     parsed = urlparse(base_url)

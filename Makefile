@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    execute the notebook headlessly into notebooks/executed/ (no key, no network needed)
+#   make test   lint (ruff, notebooks included) and run every test, the notebook end to end included
+# Both create .venv and install the project's requirements into it on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+NOTEBOOK := notebooks/build_RAG_with_milvus_and_lepton.ipynb
+SHARED_ZIP := ../shared/data/milvus_docs_2.4.x_en.zip
+
+.PHONY: run test install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-offline.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# Uses a local docs zip when one lies beside the checkout (as on CI machines), else downloads it.
+run: install
+	mkdir -p notebooks/executed
+	cd notebooks && $(abspath $(BIN))/papermill $(notdir $(NOTEBOOK)) executed/$(notdir $(NOTEBOOK)) \
+	  $(if $(and $(wildcard $(SHARED_ZIP)),$(if $(MILVUS_DOCS_ZIP),,1)),-p DOCS_SOURCE $(abspath $(SHARED_ZIP)))
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) notebooks/executed notebooks/milvus_demo.db data/milvus_docs data/*.zip

@@ -1,0 +1,56 @@
+"""Test-session set-up shared by the unit tests (tests/) and the notebook run (nbmake).
+
+The notebook reads its parameters from environment variables, so a test session points
+them at the shared docs zip and at temporary folders before anything runs, and removes
+any LLM or Milvus server settings of the developer's shell, so that tests are offline,
+repeatable and never touch a real endpoint or the checkout's data/.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
+_SCRATCH = tempfile.mkdtemp(prefix="milvus-rag-tests-")
+
+
+def shared_docs_zip() -> Path | None:
+    """The docs zip for the tests: $MILVUS_DOCS_ZIP if it is a file, else ../shared/data's."""
+    configured = Path(os.environ.get("MILVUS_DOCS_ZIP", "") or SHARED_ZIP)
+    return configured if configured.is_file() else None
+
+
+def pytest_configure(config):
+    for name in (
+        "LLM_BASE_URL",
+        "LLM_API_KEY",
+        "LEPTONAI_TOKEN",
+        "LLM_MODEL",
+        "MILVUS_TOKEN",
+        "MILVUS_COLLECTION",
+        "RAG_QUESTION",
+        "RAG_TOP_K",
+    ):
+        os.environ.pop(name, None)
+    zip_path = shared_docs_zip()
+    if zip_path is not None:
+        os.environ["MILVUS_DOCS_ZIP"] = str(zip_path)
+    os.environ["MILVUS_URI"] = str(Path(_SCRATCH) / "notebook_milvus.db")
+    os.environ["MILVUS_RAG_DATA_DIR"] = str(Path(_SCRATCH) / "data")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without the docs zip the notebook cannot run: say so plainly (and fail in CI)."""
+    if shared_docs_zip() is None and any(item.path.suffix == ".ipynb" for item in items):
+        message = (
+            f"the docs zip is missing: put it at {SHARED_ZIP} or set MILVUS_DOCS_ZIP to its path"
+        )
+        if os.environ.get("CI"):
+            raise SystemExit(f"error: {message}")
+        import pytest
+
+        for item in items:
+            if item.path.suffix == ".ipynb":
+                item.add_marker(pytest.mark.skip(reason=message))

@@ -1,0 +1,97 @@
+"""``python -m milvus_rag`` end to end on the real docs, offline, in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+QUESTION = "How is data stored in milvus?"
+
+
+def run_cli(*args, env_extra=None, cwd=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "milvus_rag", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+@pytest.fixture()
+def cli_env(tmp_path, docs_zip):
+    return {
+        "MILVUS_DOCS_ZIP": str(docs_zip),
+        "MILVUS_URI": str(tmp_path / "cli.db"),
+        "EMBEDDING_MODEL": "minilm",
+    }
+
+
+def test_ingest_then_ask_json(cli_env):
+    ingest = run_cli("ingest", env_extra=cli_env)
+    assert ingest.returncode == 0, ingest.stderr
+    assert json.loads(ingest.stdout.strip().splitlines()[-1]) == {
+        "collection": "my_rag_collection",
+        "count": 72,
+    }
+
+    ask = run_cli("ask", "--json", QUESTION, env_extra=cli_env)
+    assert ask.returncode == 0, ask.stderr
+    result = json.loads(ask.stdout.strip().splitlines()[-1])
+    assert result["question"] == QUESTION
+    assert len(result["hits"]) == 3
+    assert result["hits"][0]["text"].strip().startswith("Where does Milvus store data?")
+    distances = [hit["distance"] for hit in result["hits"]]
+    assert distances == sorted(distances, reverse=True)
+    assert "incremental log" in result["answer"] and "etcd" in result["answer"]
+
+
+def test_ask_ingests_a_missing_collection_and_honours_flags(tmp_path, cli_env):
+    uri = str(tmp_path / "other.db")
+    ask = run_cli(
+        "ask",
+        "--json",
+        "--k",
+        "5",
+        "--uri",
+        uri,
+        "--collection",
+        "faq_test",
+        "Is Docker the only way to install Milvus?",
+        env_extra=cli_env,
+    )
+    assert ask.returncode == 0, ask.stderr
+    result = json.loads(ask.stdout.strip().splitlines()[-1])
+    assert len(result["hits"]) == 5
+    assert (
+        result["hits"][0]["text"]
+        .strip()
+        .startswith("Is Docker the only way to install and run Milvus?")
+    )
+    assert "Embedding model: minilm" in ask.stderr
+
+
+def test_ask_prints_ranked_titles_and_answer_without_json(cli_env):
+    ask = run_cli("ask", QUESTION, env_extra=cli_env)
+    assert ask.returncode == 0, ask.stderr
+    lines = ask.stdout.splitlines()
+    assert lines[0].startswith("[1] ") and lines[0].endswith("Where does Milvus store data?")
+    assert "etcd" in ask.stdout
+
+
+def test_bad_docs_path_is_one_line_without_traceback(cli_env, tmp_path):
+    result = run_cli("ingest", "--docs", str(tmp_path / "missing.zip"), env_extra=cli_env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: The docs zip")
+    assert "MILVUS_DOCS_ZIP" in result.stderr
+
+
+def test_empty_question_is_refused(cli_env):
+    result = run_cli("ask", "   ", env_extra=cli_env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "The question is empty" in result.stderr
