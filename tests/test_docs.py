@@ -359,11 +359,6 @@ def test_extract_stored_member_with_bad_crc(tmp_path):
     assert list(target.parent.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs.py extract_docs catches only BadZipFile/EOFError/LargeZipFile: corrupt "
-    "deflate data in a member escapes as a raw zlib.error instead of a RagError",
-)
 def test_extract_deflated_member_with_corrupt_data(tmp_path):
     good = zip_bytes({"en/faq/a.md": os.urandom(3000).hex()})
     corrupt = tmp_path / "docs.zip"

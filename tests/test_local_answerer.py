@@ -24,6 +24,7 @@ from milvus_rag.prompts import (
     SYSTEM_PROMPT,
     USER_PROMPT_TEMPLATE,
     build_messages,
+    number_passages,
     parse_user_prompt,
 )
 
@@ -79,7 +80,7 @@ def test_build_messages_uses_the_tutorial_prompts():
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[0]["content"] == SYSTEM_PROMPT
     assert messages[1]["content"] == USER_PROMPT_TEMPLATE.format(
-        context="first text\nsecond text", question="What is Milvus?"
+        context="[1] first text\n\n[2] second text", question="What is Milvus?"
     )
 
 
@@ -97,12 +98,12 @@ def test_build_messages_uses_the_tutorial_prompts():
 def test_parse_user_prompt_round_trips(texts):
     question = "Where are the <context> tags of milvus?"
     user = build_messages(texts, question)[1]["content"]
-    assert parse_user_prompt(user) == ("\n".join(texts), question)
+    assert parse_user_prompt(user) == (number_passages(texts), question)
 
 
 def test_parse_user_prompt_strips_the_question():
     user = build_messages(["ctx"], "  How is data stored in milvus?  ")[1]["content"]
-    assert parse_user_prompt(user) == ("ctx", "How is data stored in milvus?")
+    assert parse_user_prompt(user) == ("[1] ctx", "How is data stored in milvus?")
 
 
 def test_parse_user_prompt_without_tags_is_all_question():
@@ -256,8 +257,11 @@ def fake_server() -> Iterator[LocalAnswererServer]:
 
 LONG_CONTEXT = "\n".join(
     [
-        STORE_DATA_PIECE.replace("Metadata are generated", "Segments are sealed at a size. "
-                                 "Indexes are built on sealed segments. Metadata are generated"),
+        STORE_DATA_PIECE.replace(
+            "Metadata are generated",
+            "Segments are sealed at a size. "
+            "Indexes are built on sealed segments. Metadata are generated",
+        ),
         NO_VECTORS_IN_ETCD_PIECE,
     ]
 )
@@ -292,7 +296,8 @@ def test_server_close_stops_listening():
 @pytest.mark.slow
 def test_server_answer_through_openai_client(server, minilm):
     assert len(context_sections(LONG_CONTEXT)[0]) > MAX_SENTENCES
-    expected = ExtractiveAnswerer(minilm).answer(LONG_CONTEXT, TUTORIAL_QUESTION)
+    expected = ExtractiveAnswerer(minilm).answer(number_passages([LONG_CONTEXT]), TUTORIAL_QUESTION)
+    assert expected.endswith(" [1]")
     client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=30)
     response = client.chat.completions.create(
         model="mistral-7b",
@@ -309,7 +314,8 @@ def test_server_answer_through_openai_client(server, minilm):
 
 @pytest.mark.slow
 def test_server_streams_the_same_answer(server, minilm):
-    expected = ExtractiveAnswerer(minilm).answer(LONG_CONTEXT, TUTORIAL_QUESTION)
+    expected = ExtractiveAnswerer(minilm).answer(number_passages([LONG_CONTEXT]), TUTORIAL_QUESTION)
+    assert expected.endswith(" [1]")
     client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=30)
     stream = client.chat.completions.create(
         model=MODEL_NAME,
@@ -355,13 +361,6 @@ def test_server_bad_request_body_is_400(fake_server, body):
     assert payload["error"]["type"] == "invalid_request_error"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="local_answerer.py _Handler.do_POST: a message that is not an object raises "
-    "AttributeError (not caught), and non-string content (null, or a list of content parts "
-    "as the OpenAI API allows) raises TypeError in parse_user_prompt outside the try: the "
-    "handler dies and the client gets no response instead of a 400",
-)
 @pytest.mark.parametrize(
     "body",
     [

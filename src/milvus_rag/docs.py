@@ -9,6 +9,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -134,7 +135,7 @@ def extract_docs(zip_path: Path, target: Path) -> Path:
         try:
             with zipfile.ZipFile(zip_path) as archive:
                 archive.extractall(staging, members=_checked_members(archive, zip_path))
-        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as err:
+        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as err:
             raise RagError(
                 f"{zip_path} is not a readable zip ({err}): download it again, or set "
                 "MILVUS_DOCS_ZIP to a good copy of milvus_docs_2.4.x_en.zip."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -9,6 +11,9 @@ from milvus_rag.errors import RagError
 from milvus_rag.settings import llm_api_key
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+MAX_RETRIES = 2
+"""Retries of the openai client itself (429, 5xx, connection errors), with its own backoff."""
+TIMEOUT_S = 60.0
 _local_servers: dict[int, object] = {}
 
 
@@ -19,6 +24,7 @@ class LLM:
     client: object
     model: str
     description: str
+    endpoint: str = "the local answerer"
 
 
 def _interactive_key(base_url: str) -> str:
@@ -69,5 +75,87 @@ def connect_llm(base_url: str, model: str, embedding, interactive: bool = False)
                 "environment before starting Jupyter or the command."
             )
         key = "no-key-needed"
-    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=2, timeout=60.0)
-    return LLM(client, model, f"Using the LLM endpoint {base_url} with model {model}.")
+    client = openai.OpenAI(
+        base_url=base_url, api_key=key, max_retries=MAX_RETRIES, timeout=TIMEOUT_S
+    )
+    return LLM(client, model, f"Using the LLM endpoint {base_url} with model {model}.", base_url)
+
+
+def _explain(err: Exception, llm: LLM) -> str | None:
+    """One sentence for an ``openai`` error: what happened at which endpoint, and what to do.
+
+    The server's own message is left out on purpose: some echo part of the key.
+    """
+    import openai
+
+    where = llm.endpoint
+    status = getattr(err, "status_code", None)
+    if isinstance(err, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return (
+            f"The LLM endpoint {where} rejected the API key (HTTP {status}): check "
+            "LLM_API_KEY (or LEPTONAI_TOKEN) and that it is valid for this endpoint."
+        )
+    if isinstance(err, openai.NotFoundError):
+        return (
+            f"The LLM endpoint {where} does not know model {llm.model!r} or this API path "
+            "(HTTP 404): set LLM_MODEL to a model it serves and check LLM_BASE_URL (it "
+            "usually ends in /v1)."
+        )
+    if isinstance(err, openai.RateLimitError):
+        return (
+            f"The LLM endpoint {where} is rate limiting requests (HTTP 429, still after "
+            f"{MAX_RETRIES} retries): wait a minute and run again, or use a plan or "
+            "endpoint with a higher limit."
+        )
+    if isinstance(err, openai.InternalServerError):
+        return (
+            f"The LLM endpoint {where} failed with a server error (HTTP {status}, still "
+            f"after {MAX_RETRIES} retries): try again later or use another endpoint."
+        )
+    if isinstance(err, openai.APITimeoutError):
+        return (
+            f"The LLM endpoint {where} did not answer within {TIMEOUT_S:.0f} s (after "
+            f"{MAX_RETRIES} retries): check that the server is up and not overloaded, or "
+            "use another LLM_BASE_URL."
+        )
+    if isinstance(err, openai.APIConnectionError):
+        return (
+            f"Cannot reach the LLM endpoint {where}: check LLM_BASE_URL and your network, "
+            "and that the server is running."
+        )
+    if isinstance(err, openai.APIStatusError):
+        return (
+            f"The LLM endpoint {where} refused the request (HTTP {status}): check "
+            "LLM_BASE_URL, LLM_MODEL and LLM_API_KEY."
+        )
+    return None
+
+
+@contextlib.contextmanager
+def llm_errors(llm: LLM) -> Iterator[None]:
+    """Turn the ``openai`` client's errors into one clear ``RagError`` sentence."""
+    import openai
+
+    try:
+        yield
+    except openai.OpenAIError as err:
+        message = _explain(err, llm)
+        if message is None:
+            raise
+        raise RagError(message) from None
+
+
+def stream_text(llm: LLM, messages: list[dict[str, str]]) -> Iterator[str]:
+    """The answer's text as it arrives (``stream=True``), with errors as ``RagError``."""
+    with llm_errors(llm):
+        stream = llm.client.chat.completions.create(model=llm.model, messages=messages, stream=True)
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+
+def complete_text(llm: LLM, messages: list[dict[str, str]]) -> str:
+    """The whole answer at once (no streaming), with errors as ``RagError``."""
+    with llm_errors(llm):
+        response = llm.client.chat.completions.create(model=llm.model, messages=messages)
+    return response.choices[0].message.content or ""

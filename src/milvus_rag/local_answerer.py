@@ -47,19 +47,33 @@ def _is_title(line: str) -> bool:
     return line.endswith("?") and len(line) <= 200
 
 
-def context_sections(context: str) -> list[list[str]]:
-    """The context cut where a FAQ question title starts, each part as its sentences.
+_PASSAGE = re.compile(r"^\[(\d+)\] ", re.M)
 
-    The retrieved pieces arrive in rank order, so the first part with any sentence is the
-    best match; parts without a sentence (headings, fragments) are dropped.
+
+def numbered_sections(context: str) -> list[tuple[int | None, list[str]]]:
+    """The context's passages as (number, sentences), in rank order, dropping empty ones.
+
+    Passages numbered ``[1] ...`` (as ``prompts.number_passages`` writes them) are split at
+    their numbers; an unnumbered context is cut where a FAQ question title starts.
     """
-    parts: list[list[str]] = [[]]
-    for line in context.splitlines():
-        if _is_title(line) and parts[-1]:
-            parts.append([])
-        parts[-1].append(line)
-    sections = [_sentences("\n".join(lines)) for lines in parts]
-    return [sentences for sentences in sections if sentences]
+    marks = list(_PASSAGE.finditer(context))
+    if marks:
+        bounds = [m.start() for m in marks] + [len(context)]
+        parts = [(int(m.group(1)), context[m.end() : end]) for m, end in zip(marks, bounds[1:], strict=True)]
+    else:
+        chunks: list[list[str]] = [[]]
+        for line in context.splitlines():
+            if _is_title(line) and chunks[-1]:
+                chunks.append([])
+            chunks[-1].append(line)
+        parts = [(None, "\n".join(lines)) for lines in chunks]
+    sections = [(number, _sentences(text)) for number, text in parts]
+    return [(number, sentences) for number, sentences in sections if sentences]
+
+
+def context_sections(context: str) -> list[list[str]]:
+    """The sentences of each passage of the context, in rank order (see numbered_sections)."""
+    return [sentences for _, sentences in numbered_sections(context)]
 
 
 class ExtractiveAnswerer:
@@ -74,17 +88,31 @@ class ExtractiveAnswerer:
         self.max_sentences = max_sentences
 
     def answer(self, context: str, question: str) -> str:
-        sections = context_sections(context)
+        sections = numbered_sections(context)
         if not sections or not question.strip():
             return NO_ANSWER
-        sentences = sections[0]
+        number, sentences = sections[0]
         if len(sentences) > self.max_sentences:
             vectors = np.asarray(self.embedding.encode_documents(sentences), dtype=np.float32)
             query = np.asarray(self.embedding.encode_queries([question])[0], dtype=np.float32)
             norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12
             keep = sorted(np.argsort(-(vectors @ query) / norms)[: self.max_sentences])
             sentences = [sentences[i] for i in keep]
-        return " ".join(sentences)
+        citation = f" [{number}]" if number is not None else ""
+        return " ".join(sentences) + citation
+
+
+def _text_of(content) -> str:
+    """A message's text: a string, or the text parts of a list of content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    raise TypeError("message content must be a string or a list of parts")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -130,8 +158,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            user = [m for m in request["messages"] if m.get("role") == "user"][-1]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            user = _text_of(
+                [m for m in request["messages"] if isinstance(m, dict) and m.get("role") == "user"][
+                    -1
+                ].get("content")
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             self._send_json(
                 400,
                 {

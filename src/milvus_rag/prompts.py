@@ -1,7 +1,8 @@
-"""The tutorial's prompts, word for word, and the one function that fills them in."""
+"""The tutorial's prompts (plus numbered passages to cite), and the functions that fill them in."""
 
 SYSTEM_PROMPT = """
 Human: You are an AI assistant. You are able to find answers to the questions from the contextual passage snippets provided.
+Cite the numbered passages you use, like [1].
 """
 
 USER_PROMPT_TEMPLATE = """
@@ -15,9 +16,14 @@ Use the following pieces of information enclosed in <context> tags to provide an
 """
 
 
+def number_passages(texts: list[str]) -> str:
+    """The context: each retrieved text on its own, numbered ``[1]``, ``[2]``, ... for citing."""
+    return "\n\n".join(f"[{i}] {text.strip()}" for i, text in enumerate(texts, 1))
+
+
 def build_messages(texts: list[str], question: str) -> list[dict[str, str]]:
-    """The chat messages: the system prompt, then the retrieved texts and the question."""
-    context = "\n".join(texts)
+    """The chat messages: the system prompt, then the numbered retrieved texts and the question."""
+    context = number_passages(texts)
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {

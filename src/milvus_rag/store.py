@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from tqdm import tqdm  # a text bar: readable in saved notebooks, terminals and CI logs
@@ -18,18 +20,81 @@ on Milvus Lite and on a Milvus server alike, at a negligible cost for a tutorial
 EMBED_BATCH_SIZE = 16
 
 
+def is_lite_path(uri: str) -> bool:
+    """True for a Milvus Lite path (anything that is not an http(s)/tcp/unix URL)."""
+    return "://" not in uri and not uri.startswith("unix:")
+
+
+def _check_not_locked(path: str) -> None:
+    """Milvus Lite allows one process per path: find a holder out before pymilvus does.
+
+    pymilvus reports a held lock only as a generic connection error, after logging a long
+    traceback; this asks for the same lock (and releases it at once) to say it plainly.
+    """
+    lock_file = os.path.join(path, "LOCK")
+    if not os.path.exists(lock_file):
+        return
+    fd = os.open(lock_file, os.O_RDWR)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except ImportError:  # Windows: let Milvus Lite decide
+        pass
+    except OSError:
+        raise RagError(
+            f"The Milvus Lite database {path!r} is open in another process (a notebook kernel "
+            "or another command): close that (milvus_client.close(), or stop its kernel) or "
+            "set MILVUS_URI to another path."
+        ) from None
+    finally:
+        os.close(fd)
+
+
 def connect(uri: str, token: str = ""):
     """A ``MilvusClient`` for ``uri`` (a Milvus Lite path, or a server URL with ``token``)."""
     from pymilvus import MilvusClient
 
+    if is_lite_path(uri):
+        _check_not_locked(uri)
+    quiet = logging.getLogger("milvus_lite")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its start-up failures are reported below, in one line
     try:
         return MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
     except Exception as err:
+        first_line = (str(err).splitlines() or [""])[0][:200]
         raise RagError(
-            f"Cannot open Milvus at {uri!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}): "
-            "for Milvus Lite use a .db path no other process has open; for a server check "
-            "MILVUS_URI and MILVUS_TOKEN."
+            f"Cannot open Milvus at {uri!r} ({type(err).__name__}: {first_line}): for Milvus "
+            "Lite use a .db path no other process has open; for a server check MILVUS_URI, "
+            "that the server is running, and MILVUS_TOKEN."
         ) from None
+    finally:
+        quiet.setLevel(level)
+
+
+def vector_dim(client, name: str) -> int | None:
+    """The dimension of the ``vector`` field of collection ``name`` (None if it has none)."""
+    for field in client.describe_collection(name).get("fields", []):
+        params = field.get("params") or {}
+        if "dim" in params:
+            return int(params["dim"])
+    return None
+
+
+def check_dimension(client, name: str, dim: int, model_name: str = "the embedding model") -> None:
+    """Refuse to use an existing collection whose vectors do not fit the current model.
+
+    Run before any insert or search: Milvus would otherwise fail deep inside the call.
+    """
+    existing = vector_dim(client, name)
+    if existing is not None and existing != dim:
+        raise RagError(
+            f"Collection {name!r} holds {existing}-dimensional vectors, but {model_name} makes "
+            f"{dim}-dimensional ones: rebuild it (python -m milvus_rag ingest --rebuild, or run "
+            "the notebook from the top), or set MILVUS_COLLECTION to another name."
+        )
 
 
 def embed_in_batches(

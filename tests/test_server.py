@@ -1,0 +1,264 @@
+"""The CLI and the notebook against a real Milvus gRPC server, not an in-process Milvus Lite file.
+
+A ``milvus-lite server`` (the pure-Python Milvus Lite behind the same gRPC protocol as a Milvus
+server) is started once for this module on 127.0.0.1 and a free port, with its data in a
+temporary folder, and stopped at the end. ``MILVUS_URI=http://127.0.0.1:PORT`` then takes the
+code paths a Milvus standalone or Zilliz Cloud would: network client, server-side collections,
+consistency levels.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import papermill as pm
+import pytest
+
+QUESTION = "How is data stored in milvus?"
+FIRST_HIT = "Where does Milvus store data?"
+NOTEBOOK = (
+    Path(__file__).resolve().parents[1] / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
+)
+STARTUP_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 15
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def server_command() -> list[str]:
+    """``milvus-lite`` next to this interpreter (the virtualenv's), else on PATH, else ``-m``."""
+    beside = Path(sys.executable).parent / "milvus-lite"
+    found = str(beside) if beside.is_file() else shutil.which("milvus-lite")
+    return [found] if found else [sys.executable, "-m", "milvus_lite"]
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Ctrl-C first (the server then closes its data dir cleanly), then SIGTERM, then SIGKILL."""
+    for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        if process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory):
+    """``http://127.0.0.1:PORT`` of a ``milvus-lite server`` that runs for this module."""
+    root = tmp_path_factory.mktemp("milvus-server")
+    log_path = root / "server.log"
+    port = free_port()
+    # The server imports pymilvus, which refuses a MILVUS_URI that is not an http(s) URL (the
+    # test session sets it to a .db path): the server gets none.
+    env = {k: v for k, v in os.environ.items() if k not in ("MILVUS_URI", "MILVUS_TOKEN")}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                *server_command(),
+                "server",
+                "--data-dir",
+                str(root / "data"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not accepts_connections(port):
+            if process.poll() is not None:
+                pytest.fail(
+                    f"milvus-lite server exited with code {process.returncode} before accepting "
+                    f"connections on 127.0.0.1:{port}:\n{log_path.read_text()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"milvus-lite server did not accept connections on 127.0.0.1:{port} within "
+                    f"{STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
+                )
+            time.sleep(0.2)
+        if process.poll() is not None:  # something else answered on that port
+            pytest.fail(
+                f"milvus-lite server exited with code {process.returncode} (port {port} taken?):"
+                f"\n{log_path.read_text()[-3000:]}"
+            )
+        uri = f"http://127.0.0.1:{port}"
+        # The port is open: check the gRPC service itself answers before handing it out.
+        from milvus_rag.store import connect
+
+        client = connect(uri)
+        client.list_collections()
+        client.close()
+        yield uri
+    finally:
+        stop(process)
+        assert process.poll() is not None, f"milvus-lite server (pid {process.pid}) still runs"
+
+
+@pytest.fixture()
+def server_client(milvus_server):
+    from milvus_rag.store import connect
+
+    client = connect(milvus_server)
+    yield client
+    client.close()
+
+
+def run_cli(*args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "milvus_rag", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def row_count(client, collection: str) -> int:
+    return client.query(collection_name=collection, output_fields=["count(*)"])[0]["count(*)"]
+
+
+def test_server_is_a_real_separate_process(milvus_server, server_client):
+    """The URI is a network address, and collections made through it live in the server."""
+    assert milvus_server.startswith("http://127.0.0.1:")
+    server_client.create_collection("probe", dimension=4, consistency_level="Strong")
+    try:
+        assert "probe" in server_client.list_collections()
+    finally:
+        server_client.drop_collection("probe")
+
+
+def test_cli_ingest_and_ask_against_the_server(milvus_server, server_client, docs_zip):
+    env = {
+        "MILVUS_DOCS_ZIP": str(docs_zip),
+        "MILVUS_URI": milvus_server,
+        "MILVUS_COLLECTION": "cli_server",
+        "EMBEDDING_MODEL": "minilm",
+    }
+    ingest = run_cli("ingest", env_extra=env)
+    assert ingest.returncode == 0, ingest.stderr
+    assert json.loads(ingest.stdout.strip().splitlines()[-1]) == {
+        "collection": "cli_server",
+        "count": 72,
+    }
+    # The rows are on the server, seen from another client, and the collection is Strong.
+    assert row_count(server_client, "cli_server") == 72
+    described = server_client.describe_collection("cli_server")
+    assert described["consistency_level_name"] == "Strong"
+
+    ask = run_cli("ask", "--json", QUESTION, env_extra=env)
+    assert ask.returncode == 0, ask.stderr
+    result = json.loads(ask.stdout.strip().splitlines()[-1])
+    assert len(result["hits"]) == 3
+    assert result["hits"][0]["text"].strip().startswith(FIRST_HIT)
+    distances = [hit["distance"] for hit in result["hits"]]
+    assert distances == sorted(distances, reverse=True)
+    assert "etcd" in result["answer"]
+
+
+def test_cli_ask_ingests_a_missing_collection_on_the_server(milvus_server, server_client, docs_zip):
+    env = {
+        "MILVUS_DOCS_ZIP": str(docs_zip),
+        "MILVUS_URI": milvus_server,
+        "EMBEDDING_MODEL": "minilm",
+    }
+    assert not server_client.has_collection("cli_server_fresh")
+    ask = run_cli("ask", "--json", "--collection", "cli_server_fresh", QUESTION, env_extra=env)
+    assert ask.returncode == 0, ask.stderr
+    result = json.loads(ask.stdout.strip().splitlines()[-1])
+    assert result["hits"][0]["text"].strip().startswith(FIRST_HIT)
+    assert row_count(server_client, "cli_server_fresh") == 72
+
+
+def test_search_right_after_insert_sees_every_row(server_client):
+    """consistency_level="Strong": a count and a search issued right after each insert see it."""
+    from milvus_rag.store import recreate_collection, rows_for, search
+
+    name, dim = "strong_check", 384
+    recreate_collection(server_client, name, dim)
+    rng = np.random.default_rng(6)
+    total = 0
+    for round_ in range(5):
+        vectors = rng.standard_normal((500, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        texts = [f"row {total + i}" for i in range(len(vectors))]
+        rows = rows_for(texts, list(vectors))
+        for offset, row in enumerate(rows):
+            row["id"] = total + offset
+        result = server_client.insert(collection_name=name, data=rows)
+        assert result["insert_count"] == len(rows)
+        total += len(rows)
+        assert row_count(server_client, name) == total, f"round {round_}"
+        # The newest row is its own nearest neighbour (inner product 1 with itself).
+        hits = search(server_client, name, vectors[-1].tolist(), 1)
+        assert hits[0][0] == texts[-1], f"round {round_}: {hits}"
+        assert hits[0][1] == pytest.approx(1.0, abs=1e-4)
+    server_client.drop_collection(name)
+
+
+def stdout_of(cell) -> str:
+    return "".join(
+        o.get("text", "")
+        for o in cell.get("outputs", [])
+        if o.get("output_type") == "stream" and o.get("name") == "stdout"
+    )
+
+
+def source_cell(nb, fragment):
+    return next(c for c in nb.cells if c.cell_type == "code" and fragment in c.source)
+
+
+def test_notebook_against_the_server(milvus_server, server_client, docs_zip, tmp_path):
+    output = tmp_path / "executed.ipynb"
+    pm.execute_notebook(
+        str(NOTEBOOK),
+        str(output),
+        cwd=str(NOTEBOOK.parent),
+        kernel_name="python3",
+        parameters={
+            "DOCS_SOURCE": str(docs_zip),
+            "MILVUS_URI": milvus_server,
+            "COLLECTION_NAME": "papermill_server",
+            "EMBEDDING_MODEL": "minilm",
+            "TOP_K": 3,
+        },
+        progress_bar=False,
+    )
+    executed = nbformat.read(output, as_version=4)
+    assert stdout_of(source_cell(executed, "load_faq_pieces(docs_dir)")).strip() == "72"
+    assert stdout_of(source_cell(executed, "milvus_client.insert(")).strip() == "72"
+    hits = json.loads(stdout_of(source_cell(executed, "milvus_client.search(")))
+    assert len(hits) == 3
+    assert hits[0][0].strip().startswith(FIRST_HIT)
+    answer = stdout_of(source_cell(executed, "chat.completions.create(")).strip()
+    assert "etcd" in answer
+    assert row_count(server_client, "papermill_server") == 72
