@@ -255,17 +255,15 @@ def fake_server() -> Iterator[LocalAnswererServer]:
         yield running
 
 
-LONG_CONTEXT = "\n".join(
-    [
-        STORE_DATA_PIECE.replace(
-            "Metadata are generated",
-            "Segments are sealed at a size. "
-            "Indexes are built on sealed segments. Metadata are generated",
-        ),
-        NO_VECTORS_IN_ETCD_PIECE,
-    ]
-)
-"""A first section longer than MAX_SENTENCES, so the embedding decides the answer."""
+LONG_PIECES = [
+    STORE_DATA_PIECE.replace(
+        "Metadata are generated",
+        "Segments are sealed at a size. Indexes are built on sealed segments. Metadata are generated",
+    ),
+    NO_VECTORS_IN_ETCD_PIECE,
+]
+LONG_CONTEXT = number_passages(LONG_PIECES)
+"""A first passage longer than MAX_SENTENCES, so the embedding decides the answer."""
 
 
 def post(url: str, body: bytes) -> tuple[int, dict]:
@@ -296,12 +294,12 @@ def test_server_close_stops_listening():
 @pytest.mark.slow
 def test_server_answer_through_openai_client(server, minilm):
     assert len(context_sections(LONG_CONTEXT)[0]) > MAX_SENTENCES
-    expected = ExtractiveAnswerer(minilm).answer(number_passages([LONG_CONTEXT]), TUTORIAL_QUESTION)
+    expected = ExtractiveAnswerer(minilm).answer(LONG_CONTEXT, TUTORIAL_QUESTION)
     assert expected.endswith(" [1]")
     client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=30)
     response = client.chat.completions.create(
         model="mistral-7b",
-        messages=build_messages([LONG_CONTEXT], TUTORIAL_QUESTION),
+        messages=build_messages(LONG_PIECES, TUTORIAL_QUESTION),
     )
     answer = response.choices[0].message.content
     assert answer == expected
@@ -314,12 +312,12 @@ def test_server_answer_through_openai_client(server, minilm):
 
 @pytest.mark.slow
 def test_server_streams_the_same_answer(server, minilm):
-    expected = ExtractiveAnswerer(minilm).answer(number_passages([LONG_CONTEXT]), TUTORIAL_QUESTION)
+    expected = ExtractiveAnswerer(minilm).answer(LONG_CONTEXT, TUTORIAL_QUESTION)
     assert expected.endswith(" [1]")
     client = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=30)
     stream = client.chat.completions.create(
         model=MODEL_NAME,
-        messages=build_messages([LONG_CONTEXT], TUTORIAL_QUESTION),
+        messages=build_messages(LONG_PIECES, TUTORIAL_QUESTION),
         stream=True,
     )
     chunks = list(stream)

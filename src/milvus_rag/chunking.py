@@ -1,0 +1,182 @@
+"""Split the FAQ into one piece per entry: a heading kept together with its answer.
+
+The tutorial splits the FAQ files on every ``"# "``, which cuts inside code blocks, keeps the
+files' front matter and table-of-contents stubs as pieces of their own, and loses which file
+and which parent heading a piece came from. This module splits on Markdown headings instead:
+
+- every heading with text under it becomes one :class:`Entry`: its title (as written in the
+  docs), the source file, the headings above it, and the stored text;
+- headings with nothing under them (``# Product FAQ`` followed only by a TOC comment, or
+  ``## etcd crash issues`` followed at once by its sub-headings) are not entries of their own,
+  but stay in the heading path of the entries below them;
+- ``#`` inside fenced code blocks is code, not a heading;
+- ``{{fragments/NAME.md}}`` includes are replaced by that fragment, as the docs site does.
+
+An entry's stored ``text`` starts with its heading path (``Product FAQ > Where does Milvus
+store data?``), so the title is in its first line and the parent heading gives context.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from milvus_rag.docs import faq_files
+from milvus_rag.errors import RagError
+
+PATH_SEPARATOR = " > "
+"""Joins the heading path in an entry's first line."""
+
+_HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(```|~~~)")
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n---[ \t]*\n", re.S)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_BREAK = re.compile(r"<br\s*/?>", re.I)
+_INCLUDE = re.compile(r"\{\{\s*(fragments/[\w.-]+\.md)\s*\}\}")
+_LINK = re.compile(r"(!?)\[([^\]]*)\]\([^)\s]*(?:\s+\"[^\"]*\")?\)")
+_BLANK_RUNS = re.compile(r"\n[ \t]*(?:\n[ \t]*)+\n")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One FAQ entry: a heading and the answer under it."""
+
+    text: str
+    """Stored text: the heading path on the first line, a blank line, then the answer."""
+    source: str
+    """The FAQ file it comes from, e.g. ``product_faq.md``."""
+    title: str
+    """The heading as written in the docs, e.g. ``Where does Milvus store data?``."""
+    section: str
+    """The headings above it, joined by ``PATH_SEPARATOR``, e.g. ``Product FAQ``."""
+
+    @property
+    def search_text(self) -> str:
+        """The text to embed and index for BM25: ``text`` with links reduced to their words.
+
+        URLs say nothing a user would type and eat into the embedding model's input limit
+        (256 tokens for all-MiniLM-L6-v2); images are dropped, link texts kept.
+        """
+        return link_words(self.text)
+
+
+def link_words(markdown: str) -> str:
+    """``markdown`` with ``[words](url)`` reduced to ``words`` and images removed."""
+    return _LINK.sub(lambda m: "" if m.group(1) else m.group(2), markdown)
+
+
+def front_matter_title(text: str) -> str:
+    """The ``title:`` of a docs page's front matter, or "" when there is none."""
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return ""
+    for line in match.group(1).splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "title":
+            return value.strip().strip("\"'")
+    return ""
+
+
+def expand_includes(text: str, docs_root: Path | None) -> str:
+    """Replace ``{{fragments/NAME.md}}`` by that file under ``docs_root`` (left as is if absent)."""
+    if docs_root is None:
+        return text
+
+    def include(match: re.Match) -> str:
+        path = Path(docs_root) / match.group(1)
+        if not path.is_file():
+            return match.group(0)
+        return path.read_text(encoding="utf-8").strip()
+
+    return _INCLUDE.sub(include, text)
+
+
+def _clean_body(lines: list[str]) -> str:
+    body = _BREAK.sub("", _COMMENT.sub("", "\n".join(lines)))
+    body = textwrap.dedent("\n".join(line.rstrip() for line in body.splitlines()))
+    body = _BLANK_RUNS.sub("\n\n", "\n".join(line.rstrip() for line in body.splitlines()))
+    return body.strip()
+
+
+def split_entries(text: str, source: str, docs_root: Path | None = None) -> list[Entry]:
+    """The entries of one FAQ page (Markdown with optional front matter).
+
+    ``docs_root`` is the docs language folder (``.../en``) that ``{{fragments/...}}``
+    includes are relative to; without it includes stay as written.
+    """
+    page_title = front_matter_title(text)
+    text = _FRONT_MATTER.sub("", text, count=1)
+    text = expand_includes(text.replace("\r\n", "\n"), docs_root)
+
+    entries: list[Entry] = []
+    stack: list[tuple[int, str]] = []  # (level, title) of the headings above the current line
+    current: tuple[int, str] | None = None
+    body: list[str] = []
+    fence: str | None = None
+
+    def flush() -> None:
+        answer = _clean_body(body)
+        if not answer:
+            return
+        if current is None:  # text before the first heading: the page's own introduction
+            path = [page_title] if page_title else []
+            title = page_title or source
+        else:
+            path = [title for _, title in stack]
+            title = current[1]
+        if page_title and (not path or path[0] != page_title):
+            path.insert(0, page_title)
+        if not path or path[-1] != title:
+            path.append(title)
+        entries.append(
+            Entry(
+                text=f"{PATH_SEPARATOR.join(path)}\n\n{answer}",
+                source=source,
+                title=title,
+                section=PATH_SEPARATOR.join(path[:-1]),
+            )
+        )
+
+    for line in text.split("\n"):
+        fence_match = _FENCE.match(line)
+        if fence is not None:
+            if fence_match and fence_match.group(1) == fence:
+                fence = None
+            body.append(line)
+            continue
+        if fence_match:
+            fence = fence_match.group(1)
+            body.append(line)
+            continue
+        heading = _HEADING.match(line)
+        if heading and heading.group(2):
+            flush()
+            level, title = len(heading.group(1)), heading.group(2).strip()
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, title))
+            current = (level, title)
+            body = []
+            continue
+        body.append(line)
+    flush()
+    return entries
+
+
+def load_faq_entries(docs_dir: Path) -> list[Entry]:
+    """Every entry of every FAQ file under the unzipped docs folder, in a stable order."""
+    entries: list[Entry] = []
+    for path in faq_files(docs_dir):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise RagError(
+                f"{path.name} is not UTF-8 text (byte {err.start}): re-save it as UTF-8 or "
+                "use the official docs zip."
+            ) from None
+        entries.extend(split_entries(text, path.name, docs_root=path.parent.parent))
+    if not entries:
+        raise RagError(f"The FAQ files in {docs_dir} have no entries: use the official docs zip.")
+    return entries
