@@ -1,6 +1,7 @@
 """``python -m milvus_rag`` end to end on the real docs, offline, in a subprocess."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -75,12 +76,16 @@ def test_ask_ingests_a_missing_collection_and_honours_flags(tmp_path, cli_env):
     assert "Embedding model: minilm" in ask.stderr
 
 
-def test_ask_prints_ranked_titles_and_answer_without_json(cli_env):
+def test_ask_streams_the_answer_then_its_sources(cli_env):
     ask = run_cli("ask", QUESTION, env_extra=cli_env)
     assert ask.returncode == 0, ask.stderr
-    lines = ask.stdout.splitlines()
-    assert lines[0].startswith("[1] ") and lines[0].endswith("Where does Milvus store data?")
-    assert "etcd" in ask.stdout
+    answer, sources = ask.stdout.split("\n\nSources:\n")
+    assert "etcd" in answer and answer.rstrip().endswith("[1]")
+    lines = sources.strip().splitlines()
+    assert len(lines) == 3
+    assert re.fullmatch(
+        r"\[1\] product_faq\.md · Where does Milvus store data\? \(distance 0\.\d{3}\)", lines[0]
+    )
 
 
 def test_bad_docs_path_is_one_line_without_traceback(cli_env, tmp_path):

@@ -30,7 +30,9 @@ def _import_pymilvus() -> None:
 
 _import_pymilvus()
 
-from milvus_rag.errors import RagError  # noqa: E402
+from milvus_rag.errors import RagError, show_rag_errors_briefly  # noqa: E402
+
+show_rag_errors_briefly()
 
 __version__ = "0.1.0"
 __all__ = ["RagError", "__version__"]

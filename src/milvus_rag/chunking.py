@@ -23,7 +23,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from milvus_rag.docs import faq_files
+from milvus_rag.docs import faq_files, split_like_tutorial
 from milvus_rag.errors import RagError
 
 PATH_SEPARATOR = " > "
@@ -49,22 +49,81 @@ class Entry:
     """The FAQ file it comes from, e.g. ``product_faq.md``."""
     title: str
     """The heading as written in the docs, e.g. ``Where does Milvus store data?``."""
-    section: str
+    section: str = ""
     """The headings above it, joined by ``PATH_SEPARATOR``, e.g. ``Product FAQ``."""
+    search_text: str = ""
+    """What is embedded and indexed for BM25; "" means ``text`` (see :func:`link_words`)."""
 
-    @property
-    def search_text(self) -> str:
-        """The text to embed and index for BM25: ``text`` with links reduced to their words.
-
-        URLs say nothing a user would type and eat into the embedding model's input limit
-        (256 tokens for all-MiniLM-L6-v2); images are dropped, link texts kept.
-        """
-        return link_words(self.text)
+    def __post_init__(self) -> None:
+        if not self.search_text:
+            object.__setattr__(self, "search_text", self.text)
 
 
 def link_words(markdown: str) -> str:
-    """``markdown`` with ``[words](url)`` reduced to ``words`` and images removed."""
+    """``markdown`` with ``[words](url)`` reduced to ``words`` and images removed.
+
+    URLs say nothing a user would type and eat into the embedding model's input limit
+    (256 tokens for all-MiniLM-L6-v2), so the searchable text of an entry keeps only the
+    words of its links.
+    """
     return _LINK.sub(lambda m: "" if m.group(1) else m.group(2), markdown)
+
+
+MIN_VIEW_WORDS = 4
+"""A paragraph shorter than this many words is joined to the next one (``You can:``)."""
+
+
+def paragraphs(markdown: str) -> list[str]:
+    """The blank-line separated blocks of ``markdown``; a fenced code block stays in one piece.
+
+    A block that ends with ``:`` or has fewer than ``MIN_VIEW_WORDS`` words introduces the
+    next one (``You can:`` before a list) and is joined to it.
+    """
+    blocks: list[str] = []
+    lines: list[str] = []
+    fence: str | None = None
+    for line in markdown.split("\n"):
+        match = _FENCE.match(line)
+        if match:
+            fence = None if fence == match.group(1) else (fence or match.group(1))
+        if not line.strip() and fence is None:
+            if lines:
+                blocks.append("\n".join(lines).strip())
+                lines = []
+        else:
+            lines.append(line)
+    if lines:
+        blocks.append("\n".join(lines).strip())
+    joined: list[str] = []
+    carry = ""
+    for block in blocks:
+        block = f"{carry}\n{block}" if carry else block
+        if block.rstrip().endswith(":") or len(block.split()) < MIN_VIEW_WORDS:
+            carry = block
+            continue
+        carry = ""
+        joined.append(block)
+    if carry:
+        if joined:
+            joined[-1] = f"{joined[-1]}\n{carry}"
+        else:
+            joined.append(carry)
+    return joined
+
+
+def search_views(entry: Entry) -> list[str]:
+    """The texts under which ``entry`` is found: the whole entry, then each of its paragraphs.
+
+    Every paragraph view starts with the entry's heading path, so it still says what it is
+    about. One embedding of a long entry blurs its separate points together (and
+    all-MiniLM-L6-v2 reads only its first 256 tokens); a paragraph view matches a question
+    about one of those points closely. An entry of one paragraph has just the one view.
+    """
+    head, _, body = entry.search_text.partition("\n\n")
+    parts = paragraphs(body) if body else []
+    if len(parts) < 2:
+        return [entry.search_text]
+    return [entry.search_text] + [f"{head}\n\n{part}" for part in parts]
 
 
 def front_matter_title(text: str) -> str:
@@ -130,12 +189,14 @@ def split_entries(text: str, source: str, docs_root: Path | None = None) -> list
             path.insert(0, page_title)
         if not path or path[-1] != title:
             path.append(title)
+        text = f"{PATH_SEPARATOR.join(path)}\n\n{answer}"
         entries.append(
             Entry(
-                text=f"{PATH_SEPARATOR.join(path)}\n\n{answer}",
+                text=text,
                 source=source,
                 title=title,
                 section=PATH_SEPARATOR.join(path[:-1]),
+                search_text=link_words(text),
             )
         )
 
@@ -165,18 +226,35 @@ def split_entries(text: str, source: str, docs_root: Path | None = None) -> list
     return entries
 
 
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RagError(
+            f"{path.name} is not UTF-8 text (byte {err.start}): re-save it as UTF-8 or "
+            "use the official docs zip."
+        ) from None
+
+
+def load_tutorial_pieces(docs_dir: Path) -> list[Entry]:
+    """The tutorial's 72 pieces (``docs.split_like_tutorial``), with their source file.
+
+    Texts are exactly the tutorial's, empty pieces included, so the baseline is faithful;
+    the title is a piece's first non-blank line.
+    """
+    pieces: list[Entry] = []
+    for path in faq_files(docs_dir):
+        for piece in split_like_tutorial(_read(path)):
+            lines = [line.strip() for line in piece.splitlines() if line.strip()]
+            pieces.append(Entry(text=piece, source=path.name, title=lines[0] if lines else ""))
+    return pieces
+
+
 def load_faq_entries(docs_dir: Path) -> list[Entry]:
     """Every entry of every FAQ file under the unzipped docs folder, in a stable order."""
     entries: list[Entry] = []
     for path in faq_files(docs_dir):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise RagError(
-                f"{path.name} is not UTF-8 text (byte {err.start}): re-save it as UTF-8 or "
-                "use the official docs zip."
-            ) from None
-        entries.extend(split_entries(text, path.name, docs_root=path.parent.parent))
+        entries.extend(split_entries(_read(path), path.name, docs_root=path.parent.parent))
     if not entries:
         raise RagError(f"The FAQ files in {docs_dir} have no entries: use the official docs zip.")
     return entries

@@ -10,6 +10,7 @@ from pymilvus.exceptions import MilvusException
 
 from milvus_rag import pipeline
 from milvus_rag.errors import RagError
+from milvus_rag.prompts import format_sources
 from milvus_rag.settings import env_int
 
 
@@ -63,23 +64,14 @@ def run(argv: list[str] | None = None) -> int:
     if k < 1:
         raise RagError(f"--k must be at least 1, not {k}.")
     hits = pipeline.retrieve(config, embedding, args.question, k)
-    answer = pipeline.answer(config, embedding, args.question, hits)
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "question": args.question,
-                    "hits": [{"text": text, "distance": distance} for text, distance in hits],
-                    "answer": answer,
-                }
-            )
-        )
-    else:
-        for rank, (text, distance) in enumerate(hits, 1):
-            title = text.strip().splitlines()[0] if text.strip() else ""
-            print(f"[{rank}] {distance:.3f}  {title}")
-        print()
-        print(answer)
+        answer = pipeline.answer(config, embedding, args.question, hits)
+        print(json.dumps({"question": args.question, "hits": hits, "answer": answer}))
+        return 0
+    for part in pipeline.answer_stream(config, embedding, args.question, hits):
+        print(part, end="", flush=True)
+    print("\n\nSources:")
+    print(format_sources(hits))
     return 0
 
 

@@ -165,9 +165,9 @@ def split_like_tutorial(text: str) -> list[str]:
     return text.split("# ")
 
 
-def load_faq_pieces(docs_dir: Path) -> list[str]:
-    """All pieces of all FAQ files, split as the tutorial does (72 for the 2.4.x docs)."""
-    pieces: list[str] = []
+def faq_pieces(docs_dir: Path) -> list[tuple[str, str]]:
+    """(file name, piece) for every piece of every FAQ file, split as the tutorial does."""
+    pieces: list[tuple[str, str]] = []
     for path in faq_files(docs_dir):
         try:
             text = path.read_text(encoding="utf-8")
@@ -176,10 +176,15 @@ def load_faq_pieces(docs_dir: Path) -> list[str]:
                 f"{path.name} is not UTF-8 text (byte {err.start}): re-save it as UTF-8 or "
                 "use the official docs zip."
             ) from None
-        pieces.extend(split_like_tutorial(text))
-    if not any(piece.strip() for piece in pieces):
+        pieces.extend((path.name, piece) for piece in split_like_tutorial(text))
+    if not any(piece.strip() for _, piece in pieces):
         raise RagError(f"The FAQ files in {docs_dir} are empty: use the official docs zip.")
     return pieces
+
+
+def load_faq_pieces(docs_dir: Path) -> list[str]:
+    """All pieces of all FAQ files, split as the tutorial does (72 for the 2.4.x docs)."""
+    return [piece for _, piece in faq_pieces(docs_dir)]
 
 
 def prepare_docs(source: str, cache_dir: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -14,6 +15,17 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 MAX_RETRIES = 2
 """Retries of the openai client itself (429, 5xx, connection errors), with its own backoff."""
 TIMEOUT_S = 60.0
+"""Seconds to wait for each attempt; ``LLM_TIMEOUT`` overrides it."""
+
+
+def timeout_s() -> float:
+    try:
+        value = float(os.environ.get("LLM_TIMEOUT", "") or TIMEOUT_S)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise RagError("LLM_TIMEOUT must be a positive number of seconds: fix or unset it.")
+    return value
 _local_servers: dict[int, object] = {}
 
 
@@ -76,7 +88,7 @@ def connect_llm(base_url: str, model: str, embedding, interactive: bool = False)
             )
         key = "no-key-needed"
     client = openai.OpenAI(
-        base_url=base_url, api_key=key, max_retries=MAX_RETRIES, timeout=TIMEOUT_S
+        base_url=base_url, api_key=key, max_retries=MAX_RETRIES, timeout=timeout_s()
     )
     return LLM(client, model, f"Using the LLM endpoint {base_url} with model {model}.", base_url)
 
@@ -114,7 +126,7 @@ def _explain(err: Exception, llm: LLM) -> str | None:
         )
     if isinstance(err, openai.APITimeoutError):
         return (
-            f"The LLM endpoint {where} did not answer within {TIMEOUT_S:.0f} s (after "
+            f"The LLM endpoint {where} did not answer within {timeout_s():g} s (after "
             f"{MAX_RETRIES} retries): check that the server is up and not overloaded, or "
             "use another LLM_BASE_URL."
         )

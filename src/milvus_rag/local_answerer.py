@@ -59,7 +59,10 @@ def numbered_sections(context: str) -> list[tuple[int | None, list[str]]]:
     marks = list(_PASSAGE.finditer(context))
     if marks:
         bounds = [m.start() for m in marks] + [len(context)]
-        parts = [(int(m.group(1)), context[m.end() : end]) for m, end in zip(marks, bounds[1:], strict=True)]
+        parts = [
+            (int(m.group(1)), context[m.end() : end])
+            for m, end in zip(marks, bounds[1:], strict=True)
+        ]
     else:
         chunks: list[list[str]] = [[]]
         for line in context.splitlines():

@@ -5,12 +5,13 @@ The notebook shows the same steps one cell at a time; this module strings them t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from milvus_rag import docs, store
 from milvus_rag.embedding import Embedding, load_embedding
 from milvus_rag.errors import RagError
-from milvus_rag.llm import connect_llm
+from milvus_rag.llm import complete_text, connect_llm, stream_text
 from milvus_rag.prompts import build_messages
 from milvus_rag.settings import data_dir, env, milvus_token
 
@@ -27,16 +28,16 @@ class Config:
     llm_model: str = field(default_factory=lambda: env("LLM_MODEL"))
 
 
-def load_pieces(config: Config) -> list[str]:
-    """Download/unzip the docs once and split the FAQ as the tutorial does."""
-    return docs.load_faq_pieces(docs.prepare_docs(config.docs_source, data_dir()))
+def load_pieces(config: Config) -> list[tuple[str, str]]:
+    """Download/unzip the docs once and split the FAQ as the tutorial does: (file, piece)."""
+    return docs.faq_pieces(docs.prepare_docs(config.docs_source, data_dir()))
 
 
 def ingest(config: Config, embedding: Embedding, client=None) -> dict:
     """Recreate the collection and insert every FAQ piece; returns the collection and count."""
     pieces = load_pieces(config)
     client = client or store.connect(config.uri, milvus_token())
-    vectors = store.embed_in_batches(embedding.encode_documents, pieces)
+    vectors = store.embed_in_batches(embedding.encode_documents, [text for _, text in pieces])
     store.recreate_collection(client, config.collection, embedding.dim)
     result = client.insert(collection_name=config.collection, data=store.rows_for(pieces, vectors))
     return {"collection": config.collection, "count": result["insert_count"]}
@@ -52,18 +53,22 @@ def retrieve(config: Config, embedding: Embedding, question: str, k: int, client
     if not client.has_collection(config.collection):
         ingest(config, embedding, client)
     else:
+        store.check_dimension(client, config.collection, embedding.dim, embedding.name)
         client.load_collection(config.collection)  # a reopened collection starts released
     query_vector = embedding.encode_queries([question])[0]
     return store.search(client, config.collection, query_vector, k)
 
 
-def answer(config: Config, embedding: Embedding, question: str, hits) -> str:
-    """The LLM's answer to ``question`` from the retrieved texts (the tutorial's prompts)."""
+def answer_stream(config: Config, embedding: Embedding, question: str, hits) -> Iterator[str]:
+    """The LLM's answer to ``question`` from the retrieved hits, as it arrives."""
     llm = connect_llm(config.llm_base_url, config.llm_model, embedding)
-    response = llm.client.chat.completions.create(
-        model=llm.model, messages=build_messages([text for text, _ in hits], question)
-    )
-    return response.choices[0].message.content
+    yield from stream_text(llm, build_messages([hit["text"] for hit in hits], question))
+
+
+def answer(config: Config, embedding: Embedding, question: str, hits) -> str:
+    """The LLM's whole answer to ``question`` from the retrieved hits."""
+    llm = connect_llm(config.llm_base_url, config.llm_model, embedding)
+    return complete_text(llm, build_messages([hit["text"] for hit in hits], question))
 
 
 def load_config_embedding(config: Config) -> Embedding:

@@ -43,3 +43,27 @@ def parse_user_prompt(prompt: str) -> tuple[str, str]:
         context.group(1) if context else "",
         question.group(1).strip() if question else prompt.strip(),
     )
+
+
+def passage_title(text: str) -> str:
+    """A passage's first non-empty line, without heading marks (its FAQ title, usually)."""
+    for line in text.splitlines():
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return line
+    return "(empty passage)"
+
+
+def format_sources(hits) -> str:
+    """The passages given to the model, numbered as in the prompt: file, title and distance.
+
+    ``hits`` are Milvus search hits (``{"distance": ..., "entity": {...}}``) or flat dicts
+    with ``text``, ``distance`` and optionally ``source`` and ``title``.
+    """
+    lines = []
+    for number, hit in enumerate(hits, 1):
+        fields = {**hit.get("entity", {}), **{k: v for k, v in hit.items() if k != "entity"}}
+        title = fields.get("title") or passage_title(fields.get("text", ""))
+        source = fields.get("source") or "?"
+        lines.append(f"[{number}] {source} · {title} (distance {fields['distance']:.3f})")
+    return "\n".join(lines)

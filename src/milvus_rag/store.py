@@ -110,11 +110,12 @@ def embed_in_batches(
     return vectors
 
 
-def rows_for(pieces: list[str], vectors: list) -> list[dict[str, Any]]:
-    """One row per piece as in the tutorial: ``id`` by position, ``vector`` and ``text``."""
+def rows_for(pieces: list[tuple[str, str]], vectors: list) -> list[dict[str, Any]]:
+    """One row per (source, text) piece as in the tutorial: ``id`` by position, ``vector``,
+    ``text``, plus the ``source`` file name (kept in the dynamic field, for citing)."""
     return [
-        {"id": i, "vector": vector, "text": text}
-        for i, (vector, text) in enumerate(zip(vectors, pieces, strict=True))
+        {"id": i, "vector": vector, "text": text, "source": source}
+        for i, (vector, (source, text)) in enumerate(zip(vectors, pieces, strict=True))
     ]
 
 
@@ -130,13 +131,20 @@ def recreate_collection(client, name: str, dim: int) -> None:
     )
 
 
-def search(client, name: str, query_vector, limit: int) -> list[tuple[str, float]]:
-    """The ``limit`` nearest pieces to ``query_vector`` as (text, distance) pairs."""
+def search(client, name: str, query_vector, limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` nearest pieces to ``query_vector``: dicts of text, source and distance."""
     results = client.search(
         collection_name=name,
         data=[query_vector],
         limit=limit,
         search_params={"metric_type": METRIC_TYPE, "params": {}},
-        output_fields=["text"],
+        output_fields=["text", "source"],
     )
-    return [(hit["entity"]["text"], hit["distance"]) for hit in results[0]]
+    return [
+        {
+            "text": hit["entity"]["text"],
+            "source": hit["entity"].get("source"),
+            "distance": hit["distance"],
+        }
+        for hit in results[0]
+    ]

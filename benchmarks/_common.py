@@ -1,0 +1,162 @@
+"""Shared helpers for the benchmark scripts: the machine, memory, percentiles, tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import statistics
+import time
+from pathlib import Path
+
+
+def _cpuinfo_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _meminfo_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def machine_info() -> dict:
+    """Cores (logical, and those this process may use), CPU model, RAM, OS, Python, packages."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in ("pymilvus", "milvus-lite", "numpy", "torch", "sentence-transformers"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    total_kib = _meminfo_kib("MemTotal")
+    return {
+        "cpu_model": _cpuinfo_model(),
+        "cores_logical": os.cpu_count(),
+        "cores_usable": usable,
+        "ram_gib": round(total_kib / 1024 / 1024, 1) if total_kib else None,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "packages": packages,
+    }
+
+
+def print_machine(info: dict | None = None) -> dict:
+    info = info or machine_info()
+    print("## Machine")
+    print(f"- CPU: {info['cpu_model']}")
+    print(f"- cores: {info['cores_logical']} logical, {info['cores_usable']} usable by this process")
+    print(f"- RAM: {info['ram_gib']} GiB")
+    print(f"- OS: {info['os']}, Python {info['python']}")
+    print("- packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))
+    print(flush=True)
+    return info
+
+
+def proc_status_kib(pid: int | str, field: str) -> int | None:
+    """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``) in KiB; None if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def mib(kib: int | None) -> float | None:
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def dir_size_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) with linear interpolation, like numpy's default."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def latency_summary_ms(seconds: list[float]) -> dict:
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
+        "mean_ms": round(statistics.fmean(ms), 2) if ms else None,
+        "max_ms": round(max(ms), 2) if ms else None,
+    }
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        if value is None:
+            return "—"
+        if isinstance(value, float):
+            return f"{value:,.1f}" if abs(value) >= 100 else f"{value:,.2f}"
+        if isinstance(value, int):
+            return f"{value:,}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process, timeout_s: float = 60) -> None:
+    """Return once 127.0.0.1:``port`` accepts connections; raise if ``process`` dies or it is late."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not listen on 127.0.0.1:{port} in {timeout_s} s")
+        time.sleep(0.2)
+
+
+def hide_lite_path_uri() -> None:
+    """pymilvus refuses to import with ``MILVUS_URI`` set to a path; the benchmarks do not use it."""
+    uri = os.environ.get("MILVUS_URI", "")
+    if uri and "://" not in uri:
+        del os.environ["MILVUS_URI"]

@@ -1,0 +1,333 @@
+"""Retrieval strategies over the FAQ, all served by Milvus from the same collection data.
+
+One collection holds the FAQ entries (:mod:`milvus_rag.chunking`), one row per *view* of an
+entry: view 0 is the whole entry, views 1.. are its paragraphs (each headed by the entry's
+heading path). Every row carries the entry's number and stored text, its source file, title
+and heading path, a dense vector of the view, and a sparse BM25 vector that Milvus computes
+itself from the view's text (``Function(type=FunctionType.BM25)``). A second collection,
+``<name>_tutorial``, holds the tutorial's 72 pieces (one view each) with the same schema, so
+the baseline is measured the same way.
+
+Strategies (``STRATEGIES``):
+
+``tutorial-dense``         the tutorial: its split, dense search.
+``tutorial-bm25``          the tutorial's split, BM25 full-text search.
+``tutorial-hybrid-rrf``    the tutorial's split, dense + BM25 fused with RRF.
+``entry-dense``            one piece per FAQ entry (title kept with its answer), dense.
+``entry-views-dense``      the entries, dense over every view, best view per entry
+                           (``group_by_field="entry"``): one hit per entry.
+``entry-bm25``             the entries, BM25 full-text search.
+``entry-hybrid-rrf``       the entries, dense + BM25 fused with ``RRFRanker(60)``.
+``entry-hybrid-weighted``  the entries, dense + BM25 fused with ``WeightedRanker``.
+
+All but ``entry-views-dense`` search view 0 only (``filter="view == 0"``), i.e. whole entries.
+
+``DEFAULT_STRATEGY`` is the best of them on ``data/eval/questions.jsonl`` (see
+``data/eval/README.md``); ``search`` uses it unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from milvus_rag import chunking, store
+from milvus_rag.errors import RagError
+
+TUTORIAL_SUFFIX = "_tutorial"
+"""The tutorial-split collection is named ``<collection>_tutorial``."""
+
+TEXT_MAX_LENGTH = 65535
+"""VARCHAR limit for the text fields (the longest FAQ entry is about 1 KB)."""
+
+BM25_STOP_WORDS = [
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is",
+    "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there",
+    "these", "they", "this", "to", "was", "will", "with",
+]  # fmt: skip
+"""Lucene's (and Elasticsearch's ``_english_``) stop words, listed so that Milvus Lite and a
+Milvus server analyze the text the same way."""
+
+ANALYZER_PARAMS = {
+    "tokenizer": "standard",
+    "filter": ["lowercase", {"type": "stop", "stop_words": BM25_STOP_WORDS}],
+}
+"""BM25 analyzer: standard tokenizer, lower case, English stop words."""
+
+RRF_K = 60
+"""RRF's smoothing constant: the usual value (Cormack et al. 2009; Milvus's default)."""
+
+CANDIDATES = 20
+"""How many hits each route of a hybrid search contributes before fusion (at least k)."""
+
+DENSE_WEIGHT = 0.7
+"""``entry-hybrid-weighted``: weight of the dense route; BM25 gets ``1 - DENSE_WEIGHT``.
+
+``WeightedRanker`` first maps each route's scores into [0, 1] (Milvus: ``0.5 + atan(ip)/pi``
+for inner product, ``2 * atan(score)/pi`` for BM25). Over a route's candidates the dense scores
+then spread about 0.13 and the BM25 scores about 0.31 (mean of max - min over the top 20, with
+the 61 FAQ titles as queries: no labels involved), so equal weights would let BM25 decide
+most rankings. Weights inversely proportional to those spreads, 0.31 : 0.13, give each route
+the same pull: 0.7 dense, 0.3 BM25."""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    chunking: str  # "entry" or "tutorial"
+    kind: str  # "dense", "views", "bm25", "rrf" or "weighted"
+    description: str
+
+
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("tutorial-dense", "tutorial", "dense", "tutorial split, dense (the tutorial)"),
+        Strategy("tutorial-bm25", "tutorial", "bm25", "tutorial split, BM25"),
+        Strategy("tutorial-hybrid-rrf", "tutorial", "rrf", "tutorial split, dense + BM25, RRF"),
+        Strategy("entry-dense", "entry", "dense", "one piece per FAQ entry, dense"),
+        Strategy(
+            "entry-views-dense", "entry", "views", "FAQ entries, dense, entry + paragraph views"
+        ),
+        Strategy("entry-bm25", "entry", "bm25", "one piece per FAQ entry, BM25"),
+        Strategy("entry-hybrid-rrf", "entry", "rrf", "FAQ entries, dense + BM25, RRF"),
+        Strategy(
+            "entry-hybrid-weighted", "entry", "weighted", "FAQ entries, dense + BM25, weighted"
+        ),
+    )
+}
+
+DEFAULT_STRATEGY = "entry-views-dense"
+"""The strategy ``search`` uses by default: the best on the project's question set."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved piece; ``distance`` is the strategy's score (higher is better)."""
+
+    text: str
+    distance: float
+    source: str
+    title: str
+
+
+def strategy_named(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise RagError(
+            f"Unknown retrieval strategy {name!r}: use one of {', '.join(STRATEGIES)}."
+        ) from None
+
+
+def collection_for(collection: str, strategy: str) -> str:
+    """The collection that ``strategy`` searches, given the base ``collection`` name."""
+    if strategy_named(strategy).chunking == "tutorial":
+        return collection + TUTORIAL_SUFFIX
+    return collection
+
+
+def create_collection(client, name: str, dim: int) -> None:
+    """(Re)create ``name``: text, source, title, section, a dense vector and a BM25 vector."""
+    from pymilvus import DataType, Function, FunctionType
+
+    if client.has_collection(name):
+        client.drop_collection(name)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("entry", DataType.INT64)
+    schema.add_field("view", DataType.INT64)
+    schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH)
+    schema.add_field(
+        "search_text",
+        DataType.VARCHAR,
+        max_length=TEXT_MAX_LENGTH,
+        enable_analyzer=True,
+        analyzer_params=ANALYZER_PARAMS,
+    )
+    schema.add_field("source", DataType.VARCHAR, max_length=512)
+    schema.add_field("title", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH)
+    schema.add_field("section", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH)
+    schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_function(
+        Function(
+            name="search_text_bm25",
+            function_type=FunctionType.BM25,
+            input_field_names=["search_text"],
+            output_field_names=["sparse"],
+        )
+    )
+    index_params = client.prepare_index_params()
+    index_params.add_index(field_name="dense", index_type="FLAT", metric_type=store.METRIC_TYPE)
+    index_params.add_index(
+        field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
+    )
+    client.create_collection(
+        collection_name=name,
+        schema=schema,
+        index_params=index_params,
+        consistency_level=store.CONSISTENCY_LEVEL,
+    )
+
+
+def insert_entries(
+    client, name: str, embedding, entries: list[chunking.Entry], views: bool = True
+) -> int:
+    """Embed and insert ``entries`` into ``name``, one row per view; returns the entry count.
+
+    With ``views`` every entry gets its :func:`chunking.search_views`, else its whole text only.
+    """
+    rows = []
+    for number, entry in enumerate(entries):
+        texts = chunking.search_views(entry) if views else [entry.search_text]
+        for view, search_text in enumerate(texts):
+            rows.append(
+                {
+                    "id": len(rows),
+                    "entry": number,
+                    "view": view,
+                    "text": entry.text,
+                    "search_text": search_text,
+                    "source": entry.source,
+                    "title": entry.title,
+                    "section": entry.section,
+                }
+            )
+    vectors = store.embed_in_batches(
+        embedding.encode_documents, [row["search_text"] for row in rows]
+    )
+    for row, vector in zip(rows, vectors, strict=True):
+        row["dense"] = vector
+    client.insert(collection_name=name, data=rows)
+    return len(entries)
+
+
+def ingest(
+    client, collection: str, embedding, docs_dir: Path, tutorial: bool = False
+) -> dict[str, int]:
+    """(Re)create and fill ``collection`` with the FAQ entries (and its tutorial twin if asked).
+
+    Returns the number of entries (pieces) per collection name.
+    """
+    counts: dict[str, int] = {}
+    plans = [(collection, chunking.load_faq_entries(docs_dir), True)]
+    if tutorial:
+        pieces = chunking.load_tutorial_pieces(docs_dir)
+        plans.append((collection + TUTORIAL_SUFFIX, pieces, False))
+    for name, entries, views in plans:
+        create_collection(client, name, embedding.dim)
+        counts[name] = insert_entries(client, name, embedding, entries, views=views)
+    return counts
+
+
+OUTPUT_FIELDS = ["text", "source", "title"]
+
+
+WHOLE_ENTRY = "view == 0"
+
+
+def _hits(results, bm25: bool = False) -> list[Hit]:
+    """Hits from a search result; BM25 scores are made positive (Milvus Lite negates them)."""
+    return [
+        Hit(
+            text=hit["entity"]["text"],
+            distance=abs(float(hit["distance"])) if bm25 else float(hit["distance"]),
+            source=hit["entity"]["source"],
+            title=hit["entity"]["title"],
+        )
+        for hit in results[0]
+    ]
+
+
+def search(
+    client,
+    collection: str,
+    embedding,
+    question: str,
+    k: int,
+    strategy: str = DEFAULT_STRATEGY,
+) -> list[Hit]:
+    """The ``k`` best pieces for ``question`` by ``strategy``, best first.
+
+    ``collection`` is the base name given to :func:`ingest`; tutorial-split strategies search
+    ``<collection>_tutorial``.
+    """
+    from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
+
+    chosen = strategy_named(strategy)
+    if not question.strip():
+        raise RagError('The question is empty: ask something, e.g. "How is data stored?".')
+    if k < 1:
+        raise RagError(f"k must be at least 1, not {k}.")
+    name = collection_for(collection, strategy)
+    if chosen.kind == "bm25":
+        return _hits(
+            client.search(
+                collection_name=name,
+                data=[question],
+                filter=WHOLE_ENTRY,
+                anns_field="sparse",
+                limit=k,
+                search_params={"metric_type": "BM25", "params": {}},
+                output_fields=OUTPUT_FIELDS,
+            ),
+            bm25=True,
+        )
+    query_vector = embedding.encode_queries([question])[0]
+    dense_params = {"metric_type": store.METRIC_TYPE, "params": {}}
+    if chosen.kind == "dense":
+        return _hits(
+            client.search(
+                collection_name=name,
+                data=[query_vector],
+                filter=WHOLE_ENTRY,
+                anns_field="dense",
+                limit=k,
+                search_params=dense_params,
+                output_fields=OUTPUT_FIELDS,
+            )
+        )
+    if chosen.kind == "views":
+        return _hits(
+            client.search(
+                collection_name=name,
+                data=[query_vector],
+                anns_field="dense",
+                limit=k,
+                search_params=dense_params,
+                output_fields=OUTPUT_FIELDS,
+                group_by_field="entry",
+            )
+        )
+    candidates = max(k, CANDIDATES)
+    requests = [
+        AnnSearchRequest(
+            data=[query_vector],
+            anns_field="dense",
+            param=dense_params,
+            limit=candidates,
+            expr=WHOLE_ENTRY,
+        ),
+        AnnSearchRequest(
+            data=[question],
+            anns_field="sparse",
+            param={"metric_type": "BM25", "params": {}},
+            limit=candidates,
+            expr=WHOLE_ENTRY,
+        ),
+    ]
+    ranker = (
+        RRFRanker(RRF_K)
+        if chosen.kind == "rrf"
+        else WeightedRanker(DENSE_WEIGHT, 1 - DENSE_WEIGHT)
+    )
+    return _hits(
+        client.hybrid_search(
+            collection_name=name,
+            reqs=requests,
+            ranker=ranker,
+            limit=k,
+            output_fields=OUTPUT_FIELDS,
+        )
+    )
