@@ -60,7 +60,9 @@ def print_machine(info: dict | None = None) -> dict:
     info = info or machine_info()
     print("## Machine")
     print(f"- CPU: {info['cpu_model']}")
-    print(f"- cores: {info['cores_logical']} logical, {info['cores_usable']} usable by this process")
+    print(
+        f"- cores: {info['cores_logical']} logical, {info['cores_usable']} usable by this process"
+    )
     print(f"- RAM: {info['ram_gib']} GiB")
     print(f"- OS: {info['os']}, Python {info['python']}")
     print("- packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))

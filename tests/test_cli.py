@@ -1,8 +1,8 @@
 """``python -m milvus_rag`` end to end on the real docs, offline, in a subprocess."""
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from milvus_rag import docs, retrieval, store
+from milvus_rag import chunking, docs, retrieval, store
 from milvus_rag.errors import RagError
 from milvus_rag.settings import data_dir, milvus_token
 
@@ -191,6 +191,18 @@ def evaluate_strategies(
     return results
 
 
+def hit_curves(results: dict[str, StrategyResult]) -> dict[str, list[float]]:
+    """hit@k for k = 1..10 per strategy, for :func:`plot_hit_at_k`."""
+    return {name: result.curve for name, result in results.items()}
+
+
+def unknown_golds(questions: list[Question], texts: list[str]) -> list[str]:
+    """The gold titles that no text contains within its first ``HIT_WINDOW`` characters."""
+    return sorted(
+        {q.gold for q in questions if not any(is_hit(text, q.gold) for text in texts)}
+    )
+
+
 def format_table(results: dict[str, StrategyResult], default: str | None = None) -> str:
     """A plain-text table: one row per strategy with n, hit@1, hit@3, hit@10 and MRR."""
     header = f"{'strategy':<24}{'n':>5}{'hit@1':>8}{'hit@3':>8}{'hit@10':>8}{'MRR':>8}  about"
@@ -285,6 +297,12 @@ def run_eval(args: argparse.Namespace, embedding, config) -> int:
     strategies = [args.strategy] if args.only else list(retrieval.STRATEGIES)
     depth = max(args.k, CURVE_MAX_K)
     docs_dir = docs.prepare_docs(config.docs_source, data_dir())
+    unknown = unknown_golds(questions, [e.text for e in chunking.load_faq_entries(docs_dir)])
+    if unknown:
+        _status(
+            f"Warning: {len(unknown)} gold title(s) occur in no FAQ entry, so those questions "
+            f"can never score a hit (check the spelling): {unknown[:3]}"
+        )
     client = store.connect(config.uri, milvus_token())
     collection = config.collection + EVAL_SUFFIX
     tutorial = any(retrieval.strategy_named(s).chunking == "tutorial" for s in strategies)

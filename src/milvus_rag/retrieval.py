@@ -221,10 +221,38 @@ def ingest(
     return counts
 
 
+def has_current_schema(client, name: str, dim: int) -> bool:
+    """Whether ``name`` exists with this module's fields and a ``dim``-wide dense vector."""
+    if not client.has_collection(name):
+        return False
+    fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
+    needed = {"entry", "view", "text", "search_text", "source", "title", "dense", "sparse"}
+    if not needed <= fields.keys():
+        return False
+    return int(fields["dense"].get("params", {}).get("dim", -1)) == dim
+
+
+def ensure_ingested(
+    client, collection: str, embedding, docs_dir: Path, tutorial: bool = False
+) -> bool:
+    """Ingest unless ``collection`` (and its tutorial twin, if asked) is already there; load it.
+
+    A collection left by another schema (the tutorial's ``id``/``vector``/``text``) or another
+    embedding dimension is rebuilt. Returns True when it ingested.
+    """
+    names = [collection] + ([collection + TUTORIAL_SUFFIX] if tutorial else [])
+    if all(has_current_schema(client, name, embedding.dim) for name in names):
+        for name in names:
+            client.load_collection(name)  # a reopened collection starts released
+        return False
+    ingest(client, collection, embedding, docs_dir, tutorial=tutorial)
+    return True
+
+
 OUTPUT_FIELDS = ["text", "source", "title"]
 
-
 WHOLE_ENTRY = "view == 0"
+"""Filter for the row holding an entry's whole text (its other rows are paragraph views)."""
 
 
 def _hits(results, bm25: bool = False) -> list[Hit]:
