@@ -74,6 +74,14 @@ def unit_vectors(seed: int, stream: int, n: int, dim: int):
     return vectors
 
 
+def search_kwargs(args: argparse.Namespace) -> dict:
+    """``limit`` and, with ``--ef``, the HNSW search breadth (the server's default is 64)."""
+    kwargs = {"collection_name": COLLECTION, "limit": args.top_k}
+    if args.ef:
+        kwargs["search_params"] = {"params": {"ef": args.ef}}
+    return kwargs
+
+
 def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     result = fn(*args, **kwargs)
@@ -172,9 +180,7 @@ def run_build(mode: str, size: int, args: argparse.Namespace, workdir: Path) -> 
         queries = unit_vectors(args.seed, QUERY_STREAM, args.queries, args.dim)
         fresh = []
         for query in queries[: args.fresh_queries]:
-            _, seconds = timed(
-                client.search, collection_name=COLLECTION, data=[query], limit=args.top_k
-            )
+            _, seconds = timed(client.search, data=[query], **search_kwargs(args))
             fresh.append(seconds)
 
         _, flush_s = timed(client.flush, COLLECTION)
@@ -183,17 +189,13 @@ def run_build(mode: str, size: int, args: argparse.Namespace, workdir: Path) -> 
         log(f"  {mode} {size:,}: indexes written {index_s:.1f} s after the flush")
 
         for query in queries[:5]:  # warm-up
-            client.search(collection_name=COLLECTION, data=[query], limit=args.top_k)
+            client.search(data=[query], **search_kwargs(args))
         latencies, hit_ids = [], []
         for query in queries:
-            hits, seconds = timed(
-                client.search, collection_name=COLLECTION, data=[query], limit=args.top_k
-            )
+            hits, seconds = timed(client.search, data=[query], **search_kwargs(args))
             latencies.append(seconds)
             hit_ids.append([hit["id"] for hit in hits[0]])
-        _, batch_s = timed(
-            client.search, collection_name=COLLECTION, data=list(queries), limit=args.top_k
-        )
+        _, batch_s = timed(client.search, data=list(queries), **search_kwargs(args))
         rss_after = proc_status_kib(holder_pid, "VmRSS")
         rss_peak = proc_status_kib(holder_pid, "VmHWM")
         client_rss = proc_status_kib(os.getpid(), "VmRSS") if server else None
@@ -230,13 +232,8 @@ def run_reopen(mode: str, size: int, args: argparse.Namespace, workdir: Path) ->
     try:
         _, load_s = timed(client.load_collection, COLLECTION)
         queries = unit_vectors(args.seed, QUERY_STREAM, args.queries, args.dim)
-        _, first_s = timed(
-            client.search, collection_name=COLLECTION, data=[queries[0]], limit=args.top_k
-        )
-        later = [
-            timed(client.search, collection_name=COLLECTION, data=[q], limit=args.top_k)[1]
-            for q in queries[1:51]
-        ]
+        _, first_s = timed(client.search, data=[queries[0]], **search_kwargs(args))
+        later = [timed(client.search, data=[q], **search_kwargs(args))[1] for q in queries[1:51]]
         rss = proc_status_kib(holder_pid, "VmRSS")
         peak = proc_status_kib(holder_pid, "VmHWM")
     finally:
@@ -292,7 +289,7 @@ def run_child(phase: str, mode: str, size: int, args, workdir: Path, timeout_s: 
         "--case-dir",
         str(workdir),
     ]
-    for option in ("dim", "batch", "queries", "fresh_queries", "top_k", "seed", "max_case_s"):
+    for option in ("dim", "batch", "queries", "fresh_queries", "top_k", "seed", "ef", "max_case_s"):
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -356,7 +353,8 @@ def report(results: list[dict], args) -> None:
             ],
         )
     )
-    print(f"\n## Read path ({args.queries} single-vector top-{k} searches once indexed)\n")
+    ef = args.ef or "64 (default)"
+    print(f"\n## Read path ({args.queries} single-vector top-{k} searches once indexed, ef {ef})\n")
     print(
         markdown_table(
             [
@@ -442,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-queries", type=int, default=10, help="searches before flush")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--ef", type=int, default=0, help="HNSW search ef (0: server default)")
     parser.add_argument(
         "--max-case-s",
         type=float,

@@ -89,12 +89,30 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def faq_entries(docs_dir: Path) -> list[tuple[str, str]]:
+    """(source file, piece) for every FAQ piece, as ``pipeline.load_pieces`` returns them."""
+    from milvus_rag import docs
+
+    if hasattr(docs, "faq_pieces"):
+        return docs.faq_pieces(docs_dir)
+    return [("", piece) for piece in docs.load_faq_pieces(docs_dir)]
+
+
+def hit_text(hit) -> str:
+    """The text of a ``store.search`` hit (a dict; a (text, distance) pair in older versions)."""
+    return hit["text"] if isinstance(hit, dict) else hit[0]
+
+
 def ingest_once(client, embedding, clock: ModelClock, pieces, collection: str, insert_batch: int):
-    """The CLI's ingest (pipeline.ingest) step by step, timed; returns the figures."""
+    """The CLI's ingest (``pipeline.ingest``) step by step, timed; returns the figures.
+
+    ``pieces`` are (source, text) pairs, as ``pipeline.ingest`` passes them to ``rows_for``.
+    """
     from milvus_rag import store
 
     clock.reset()
-    vectors, embed_s = timed(store.embed_in_batches, embedding.encode_documents, pieces)
+    texts = [text for _, text in pieces]
+    vectors, embed_s = timed(store.embed_in_batches, embedding.encode_documents, texts)
     start = time.perf_counter()
     store.recreate_collection(client, collection, embedding.dim)
     rows = store.rows_for(pieces, vectors)
@@ -125,10 +143,10 @@ def median_run(runs: list[dict]) -> dict:
     return ordered[len(ordered) // 2]
 
 
-def faq_questions(pieces: list[str], count: int, seed: int) -> list[tuple[str, int]]:
+def faq_questions(pieces: list[tuple[str, str]], count: int, seed: int) -> list[tuple[str, int]]:
     """``count`` (question, id of the piece it came from): FAQ titles, cycled and perturbed."""
     titles = []
-    for index, piece in enumerate(pieces):
+    for index, (_, piece) in enumerate(pieces):
         first = piece.strip().splitlines()[0].strip() if piece.strip() else ""
         if first.endswith("?"):
             titles.append((first, index))
@@ -145,14 +163,16 @@ def faq_questions(pieces: list[str], count: int, seed: int) -> list[tuple[str, i
     return questions
 
 
-def corpus_pieces(docs_dir: Path) -> tuple[int, list[str]]:
+def corpus_pieces(docs_dir: Path) -> tuple[int, list[tuple[str, str]]]:
     """Every markdown file of the docs (en/), split on "# " as the tutorial splits the FAQ."""
     from milvus_rag.docs import split_like_tutorial
 
     files = sorted((docs_dir / "en").rglob("*.md"))
-    pieces: list[str] = []
+    pieces: list[tuple[str, str]] = []
     for path in files:
-        pieces.extend(split_like_tutorial(path.read_text(encoding="utf-8", errors="replace")))
+        text = path.read_text(encoding="utf-8", errors="replace")
+        source = str(path.relative_to(docs_dir))
+        pieces.extend((source, piece) for piece in split_like_tutorial(text))
     return len(files), pieces
 
 
@@ -190,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": info, "backend": backend}
     try:
         (docs_dir, docs_s) = timed(docs.prepare_docs, docs_source, scratch / "data")
-        pieces, split_s = timed(docs.load_faq_pieces, docs_dir)
+        pieces, split_s = timed(faq_entries, docs_dir)
         embedding, model_load_s = timed(load_embedding, "minilm")
         clock = ModelClock(embedding.function.model)
         client, connect_s = timed(store.connect, uri, milvus_token())
@@ -235,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             both.append(end - start)
             embed_only.append(middle - start)
             search_only.append(end - middle)
-            top1 += hits[0][0] == pieces[source]
+            top1 += hit_text(hits[0]) == pieces[source][1]
         query_forward_share = clock.forward_s / sum(both)
         results["query"] = {
             "questions": len(questions),

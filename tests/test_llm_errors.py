@@ -4,62 +4,22 @@ The real ``openai`` client talks to a small HTTP server on 127.0.0.1 that answer
 status under test (or not at all). A canary key checks that no secret is ever printed.
 """
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from milvus_rag.errors import RagError
 from milvus_rag.llm import LLM, complete_text, connect_llm, stream_text
 
-CANARY = "sk-canary-DO-NOT-PRINT-4f1c2a"
 MESSAGES = [{"role": "user", "content": "hello"}]
 
 
-class FailingEndpoint(BaseHTTPRequestHandler):
-    status = 500
-    requests: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        type(self).requests.append(self.headers.get("Authorization", ""))
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.status == 0:  # hang: never answer (the client times out)
-            threading.Event().wait(5)
-            return
-        body = json.dumps(
-            {
-                "error": {
-                    "message": f"Incorrect API key provided: {CANARY[:8]}...",
-                    "type": "error",
-                    "code": str(self.status),
-                }
-            }
-        ).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("retry-after-ms", "10")  # keep the client's own retries quick
-        self.end_headers()
-        self.wfile.write(body)
-
-
 @pytest.fixture()
-def endpoint(request):
-    handler = type("Handler", (FailingEndpoint,), {"status": request.param, "requests": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
-    server.shutdown()
-    server.server_close()
+def endpoint(request, failing_endpoint):
+    return failing_endpoint(request.param)
 
 
 def closed_port_url() -> str:
@@ -82,9 +42,9 @@ ATTEMPTS = {401: 1, 403: 1, 404: 1, 429: 3, 500: 3, 503: 3}
 
 @pytest.mark.parametrize("endpoint", list(EXPECTED), indirect=True)
 @pytest.mark.parametrize("stream", [False, True])
-def test_endpoint_failures_become_one_sentence(endpoint, stream, monkeypatch):
+def test_endpoint_failures_become_one_sentence(endpoint, stream, canary_key, monkeypatch):
     url, handler = endpoint
-    monkeypatch.setenv("LLM_API_KEY", CANARY)
+    monkeypatch.setenv("LLM_API_KEY", canary_key)
     monkeypatch.setenv("LLM_TIMEOUT", "0.5")
     llm = connect_llm(url, "test-model", embedding=None)
     with pytest.raises(RagError) as info:
@@ -92,16 +52,16 @@ def test_endpoint_failures_become_one_sentence(endpoint, stream, monkeypatch):
     message = str(info.value)
     assert EXPECTED[handler.status] in message
     assert url in message
-    assert CANARY not in message and CANARY[:8] not in message
+    assert canary_key not in message and canary_key[:8] not in message
     assert "\n" not in message
-    assert handler.requests and all(h == f"Bearer {CANARY}" for h in handler.requests)
+    assert handler.requests and all(h == f"Bearer {canary_key}" for h in handler.requests)
     if handler.status in ATTEMPTS:  # the openai client's own retries, no loop of ours
         assert len(handler.requests) == ATTEMPTS[handler.status]
 
 
-def test_unreachable_endpoint(monkeypatch):
+def test_unreachable_endpoint(canary_key, monkeypatch):
     url = closed_port_url()
-    monkeypatch.setenv("LLM_API_KEY", CANARY)
+    monkeypatch.setenv("LLM_API_KEY", canary_key)
     llm = connect_llm(url, "m", embedding=None)
     with pytest.raises(RagError, match=r"Cannot reach the LLM endpoint http://127\.0\.0\.1:\d+/v1"):
         complete_text(llm, MESSAGES)
@@ -135,11 +95,11 @@ def ingested_uri(tmp_path_factory, docs_zip):
     return uri
 
 
-def run_cli_ask(url: str, uri: str):
+def run_cli_ask(url: str, uri: str, key: str):
     env = dict(
         os.environ,
         LLM_BASE_URL=url,
-        LLM_API_KEY=CANARY,
+        LLM_API_KEY=key,
         LLM_MODEL="test-model",
         LLM_TIMEOUT="0.5",
         MILVUS_URI=uri,
@@ -155,25 +115,25 @@ def run_cli_ask(url: str, uri: str):
 
 
 @pytest.mark.parametrize("endpoint", [401, 404, 429, 503, 0], indirect=True)
-def test_cli_exits_non_zero_with_one_line(endpoint, ingested_uri):
+def test_cli_exits_non_zero_with_one_line(endpoint, ingested_uri, canary_key):
     url, handler = endpoint
-    result = run_cli_ask(url, ingested_uri)
+    result = run_cli_ask(url, ingested_uri, canary_key)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: The LLM endpoint " + url)
     assert EXPECTED[handler.status] in last
-    assert CANARY not in result.stdout + result.stderr
-    assert CANARY[:8] not in result.stdout + result.stderr
+    assert canary_key not in result.stdout + result.stderr
+    assert canary_key[:8] not in result.stdout + result.stderr
 
 
-def test_cli_unreachable_endpoint(ingested_uri):
+def test_cli_unreachable_endpoint(ingested_uri, canary_key):
     url = closed_port_url()
-    result = run_cli_ask(url, ingested_uri)
+    result = run_cli_ask(url, ingested_uri, canary_key)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert (
         result.stderr.strip()
         .splitlines()[-1]
         .startswith(f"error: Cannot reach the LLM endpoint {url}")
     )
-    assert CANARY not in result.stdout + result.stderr
+    assert canary_key not in result.stdout + result.stderr

@@ -57,15 +57,21 @@ def executed(tmp_path_factory, docs_zip):
 
 
 def test_notebook_reproduces_the_tutorial(executed):
-    assert stdout_of(source_cell(executed, "load_faq_pieces(docs_dir)")).strip() == "72"
+    assert stdout_of(source_cell(executed, "faq_pieces(docs_dir)")).strip() == "72"
     assert stdout_of(source_cell(executed, "milvus_client.insert(")).strip() == "72"
     dims = stdout_of(source_cell(executed, "embedding_dim = len(")).splitlines()
     assert dims[1] in ("384", "768")
     hits = json.loads(stdout_of(source_cell(executed, "milvus_client.search(")))
     assert len(hits) == 3
     assert hits[0][0].strip().startswith("Where does Milvus store data?")
-    answer = stdout_of(source_cell(executed, "chat.completions.create(")).strip()
-    assert answer and "etcd" in answer
+    answer, sources = stdout_of(source_cell(executed, "chat.completions.create(")).split(
+        "\n\nSources:\n"
+    )
+    assert "etcd" in answer and answer.endswith("[1]")
+    assert sources.splitlines()[0].startswith(
+        "[1] product_faq.md · Where does Milvus store data? (distance 0."
+    )
+    assert len(sources.strip().splitlines()) == 3
 
 
 def test_parameters_cell_is_tagged_and_matches_the_defaults():
@@ -86,7 +92,7 @@ def test_committed_notebook_is_clean():
     assert 'if "google.colab" in sys.modules:' in nb.cells[1].source
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("outputs") is not None for c in code)
-    assert stdout_of(source_cell(nb, "load_faq_pieces(docs_dir)")).strip() == "72"
+    assert stdout_of(source_cell(nb, "faq_pieces(docs_dir)")).strip() == "72"
     for pattern in (
         r"/work/",
         r"/home/",
@@ -103,3 +109,36 @@ def test_committed_notebook_is_clean():
     assert "papermill" not in json.dumps(nb.metadata)
     for cell in code:
         assert "papermill" not in cell.metadata and "execution" not in cell.metadata
+
+
+def test_rejected_key_shows_one_sentence_and_is_never_saved(
+    tmp_path, docs_zip, failing_endpoint, canary_key, monkeypatch
+):
+    """A key from the environment reaches the endpoint but no output; the error is one line."""
+    url, handler = failing_endpoint(401)
+    monkeypatch.setenv("LLM_API_KEY", canary_key)
+    output = tmp_path / "rejected.ipynb"
+    with pytest.raises(pm.PapermillExecutionError):
+        pm.execute_notebook(
+            str(NOTEBOOK),
+            str(output),
+            cwd=str(NOTEBOOK.parent),
+            kernel_name="python3",
+            parameters={
+                "DOCS_SOURCE": str(docs_zip),
+                "MILVUS_URI": str(tmp_path / "k.db"),
+                "LLM_BASE_URL": url,
+                "LLM_MODEL": "test-model",
+            },
+            progress_bar=False,
+        )
+    assert handler.requests == [f"Bearer {canary_key}"]
+    text = output.read_text()
+    assert canary_key not in text and canary_key[:8] not in text
+    nb = nbformat.read(output, as_version=4)
+    failed = source_cell(nb, "chat.completions.create(")
+    shown = "".join(o.get("text", "") for o in failed.outputs if o.get("output_type") == "stream")
+    assert shown.strip() == (
+        f"RagError: The LLM endpoint {url} rejected the API key (HTTP 401): check LLM_API_KEY "
+        "(or LEPTONAI_TOKEN) and that it is valid for this endpoint."
+    )
