@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    execute the notebook headlessly into notebooks/executed/ (no key, no network needed)
-#   make test   lint (ruff, notebooks included) and run every test, the notebook end to end included
+#   make test   lint (ruff, notebooks included), scan for keys and machine paths, run every test
 # Both create .venv and install the project's requirements into it on first use.
 
 PYTHON ?= python3
@@ -27,6 +27,7 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/python scripts/check_secrets.py
 	$(BIN)/python -m pytest
 
 clean:

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import zipfile
 
 import pytest
 
@@ -150,16 +151,35 @@ def test_eval_command_on_a_few_questions(tmp_path, docs_zip, minilm, capsys):
     assert lines[0]["hits"][0].startswith("Product FAQ > Where does Milvus store data?")
 
 
-def test_eval_only_one_strategy_and_bad_arguments(tmp_path, docs_zip, minilm, capsys):
-    questions = tmp_path / "one.jsonl"
-    questions.write_text(json.dumps(FEW[0]) + "\n")
+MINI_FAQ = """# Mini FAQ
+
+#### Where does Milvus store data?
+
+Inserted data go to object storage; metadata go to etcd.
+
+#### How much does Milvus cost?
+
+Milvus is free and open source.
+"""
+
+
+def test_eval_only_one_strategy_and_bad_arguments(tmp_path, minilm, capsys):
+    docs_zip = tmp_path / "mini.zip"
+    with zipfile.ZipFile(docs_zip, "w") as archive:
+        archive.writestr("en/faq/mini_faq.md", MINI_FAQ)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        json.dumps(FEW[0]) + "\n" + json.dumps({"q": "price?", "gold": "Not a title"}) + "\n"
+    )
     config = pipeline.Config(
         docs_source=str(docs_zip), uri=str(tmp_path / "x.db"), collection="evaltest"
     )
     args = _args(["--questions", str(questions), "--strategy", "entry-bm25", "--only"])
     assert evaluation.run_eval(args, minilm, config) == 0
-    printed = capsys.readouterr().out
-    assert "entry-bm25" in printed and "tutorial-dense" not in printed
+    captured = capsys.readouterr()
+    assert "entry-bm25" in captured.out and "tutorial-dense" not in captured.out
+    assert json.loads(captured.out.splitlines()[-1])["n"] == 2
+    assert "1 gold title(s) occur in no FAQ entry" in captured.err
 
     with pytest.raises(RagError, match="--k must be at least 1"):
         evaluation.run_eval(_args(["--questions", str(questions), "--k", "0"]), minilm, config)

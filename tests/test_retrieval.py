@@ -66,15 +66,41 @@ def test_bad_questions_and_k(ingested, minilm):
         retrieval.search(ingested, "faq", minilm, QUESTION, 0)
 
 
-def test_ensure_ingested_reuses_or_rebuilds(real_docs, minilm, tmp_path):
+MINI_FAQ = """---
+title: Mini FAQ
+---
+# Mini FAQ
+
+#### Where does Milvus store data?
+
+Inserted data go to object storage.
+
+Metadata go to etcd.
+
+#### Is Milvus scalable?
+
+Yes.
+"""
+
+
+def test_ensure_ingested_reuses_or_rebuilds(minilm, tmp_path):
+    (tmp_path / "docs/en/faq").mkdir(parents=True)
+    (tmp_path / "docs/en/faq/mini_faq.md").write_text(MINI_FAQ)
     client = store.connect(str(tmp_path / "x.db"))
     try:
         store.recreate_collection(client, "faq", minilm.dim)  # the tutorial's schema
-        assert retrieval.ensure_ingested(client, "faq", minilm, real_docs) is True
+        assert retrieval.ensure_ingested(client, "faq", minilm, tmp_path / "docs") is True
         assert retrieval.has_current_schema(client, "faq", minilm.dim)
+        assert client.query("faq", filter="view >= 0", output_fields=["entry", "view"]) == [
+            {"id": 0, "entry": 0, "view": 0},
+            {"id": 1, "entry": 0, "view": 1},
+            {"id": 2, "entry": 0, "view": 2},
+            {"id": 3, "entry": 1, "view": 0},
+        ]
         client.release_collection("faq")
-        assert retrieval.ensure_ingested(client, "faq", minilm, real_docs) is False
-        assert retrieval.search(client, "faq", minilm, QUESTION, 1)[0].title == GOLD
+        assert retrieval.ensure_ingested(client, "faq", minilm, tmp_path / "docs") is False
+        hits = retrieval.search(client, "faq", minilm, QUESTION, 5)
+        assert [hit.title for hit in hits] == [GOLD, "Is Milvus scalable?"]  # one per entry
         assert not retrieval.has_current_schema(client, "faq", minilm.dim + 1)
     finally:
         client.close()

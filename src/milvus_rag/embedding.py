@@ -45,6 +45,30 @@ class Embedding:
     def encode_queries(self, texts: list[str]) -> list:
         return self.function.encode_queries(texts)
 
+    def _tokenizer_and_limit(self):
+        model = getattr(self.function, "model", None)
+        if model is not None and hasattr(model, "tokenizer"):  # sentence-transformers
+            return model.tokenizer, int(model.max_seq_length)
+        tokenizer = getattr(self.function, "tokenizer", None)  # the ONNX default function
+        limit = getattr(tokenizer, "model_max_length", None)
+        return tokenizer, int(limit) if limit and limit < 100_000 else None
+
+    def check_question(self, question: str) -> None:
+        """Refuse an empty question, or one longer than the model reads (it would be cut)."""
+        if not question or not question.strip():
+            raise RagError(
+                'The question is empty: ask something, e.g. "How is data stored in milvus?".'
+            )
+        tokenizer, limit = self._tokenizer_and_limit()
+        if tokenizer is None or limit is None:
+            return
+        count = len(tokenizer(question)["input_ids"])
+        if count > limit:
+            raise RagError(
+                f"The question is {count} tokens long, but {self.name} reads only the first "
+                f"{limit}: shorten it to the part you want answered."
+            )
+
 
 def hub_endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")

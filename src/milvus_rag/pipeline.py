@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 from milvus_rag import docs, store
 from milvus_rag.embedding import Embedding, load_embedding
-from milvus_rag.errors import RagError
 from milvus_rag.llm import complete_text, connect_llm, stream_text
 from milvus_rag.prompts import build_messages
 from milvus_rag.settings import data_dir, env, milvus_token
@@ -45,10 +44,7 @@ def ingest(config: Config, embedding: Embedding, client=None) -> dict:
 
 def retrieve(config: Config, embedding: Embedding, question: str, k: int, client=None):
     """The ``k`` pieces nearest to ``question``, ingesting first if the collection is missing."""
-    if not question.strip():
-        raise RagError(
-            'The question is empty: ask something, e.g. "How is data stored in milvus?".'
-        )
+    embedding.check_question(question)
     client = client or store.connect(config.uri, milvus_token())
     if not client.has_collection(config.collection):
         ingest(config, embedding, client)
