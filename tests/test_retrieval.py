@@ -50,6 +50,9 @@ def test_default_strategy_finds_the_entry_first(ingested, minilm):
     (hit,) = retrieval.search(ingested, "faq", minilm, QUESTION, 1)
     assert hit.title == GOLD and hit.source == "product_faq.md"
     assert hit.text.startswith(f"Product FAQ > {GOLD}\n\n")
+    assert hit["text"] == hit.text and hit.as_dict()["distance"] == hit.distance
+    with pytest.raises(KeyError):
+        hit["entity"]
 
 
 def test_entry_strategies_return_whole_entries(ingested, minilm):

@@ -50,6 +50,7 @@ class StrategyResult:
     hits: list[list[retrieval.Hit]] = field(repr=False)
     """The retrieved pieces per question, best first."""
     seconds: float = 0.0
+    """Time spent searching (the questions are embedded once, beforehand, for all strategies)."""
 
     @property
     def metrics(self) -> dict:
@@ -173,6 +174,7 @@ def evaluate_strategies(
 ) -> dict[str, StrategyResult]:
     """Run each strategy (default: all) on each question against collections from ``ingest``."""
     cached = _QueryCache(embedding)
+    cached.encode_queries([question.q for question in questions])  # once, outside the timings
     results: dict[str, StrategyResult] = {}
     for name in strategies or list(retrieval.STRATEGIES):
         strategy = retrieval.strategy_named(name)
@@ -198,21 +200,22 @@ def hit_curves(results: dict[str, StrategyResult]) -> dict[str, list[float]]:
 
 def unknown_golds(questions: list[Question], texts: list[str]) -> list[str]:
     """The gold titles that no text contains within its first ``HIT_WINDOW`` characters."""
-    return sorted(
-        {q.gold for q in questions if not any(is_hit(text, q.gold) for text in texts)}
-    )
+    return sorted({q.gold for q in questions if not any(is_hit(text, q.gold) for text in texts)})
 
 
 def format_table(results: dict[str, StrategyResult], default: str | None = None) -> str:
-    """A plain-text table: one row per strategy with n, hit@1, hit@3, hit@10 and MRR."""
-    header = f"{'strategy':<24}{'n':>5}{'hit@1':>8}{'hit@3':>8}{'hit@10':>8}{'MRR':>8}  about"
+    """A plain-text table: a row per strategy with n, hit@1, hit@3, hit@10, MRR, ms/question."""
+    header = (
+        f"{'strategy':<24}{'n':>5}{'hit@1':>8}{'hit@3':>8}{'hit@10':>8}{'MRR':>8}{'ms/q':>7}  about"
+    )
     lines = [header, "-" * len(header)]
     for name, result in results.items():
         m = result.metrics
+        per_question = 1000 * result.seconds / max(m["n"], 1)
         mark = " *" if name == default else ""
         lines.append(
             f"{name:<24}{m['n']:>5}{m['hit@1']:>8.3f}{m['hit@3']:>8.3f}"
-            f"{hit_at(result.ranks, CURVE_MAX_K):>8.3f}{m['mrr']:>8.3f}  "
+            f"{hit_at(result.ranks, CURVE_MAX_K):>8.3f}{m['mrr']:>8.3f}{per_question:>7.0f}  "
             f"{result.description}{mark}"
         )
     if default in results:

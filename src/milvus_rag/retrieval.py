@@ -103,12 +103,28 @@ DEFAULT_STRATEGY = "entry-views-dense"
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved piece; ``distance`` is the strategy's score (higher is better)."""
+    """One retrieved piece; ``distance`` is the strategy's score (higher is better).
+
+    Also readable like the pipeline's hit dicts: ``hit["text"]``, ``hit["distance"]``.
+    """
 
     text: str
     distance: float
     source: str
     title: str
+
+    def __getitem__(self, key: str):
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def as_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "distance": self.distance,
+            "source": self.source,
+            "title": self.title,
+        }
 
 
 def strategy_named(name: str) -> Strategy:
@@ -346,9 +362,7 @@ def search(
         ),
     ]
     ranker = (
-        RRFRanker(RRF_K)
-        if chosen.kind == "rrf"
-        else WeightedRanker(DENSE_WEIGHT, 1 - DENSE_WEIGHT)
+        RRFRanker(RRF_K) if chosen.kind == "rrf" else WeightedRanker(DENSE_WEIGHT, 1 - DENSE_WEIGHT)
     )
     return _hits(
         client.hybrid_search(
