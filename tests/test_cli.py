@@ -36,8 +36,11 @@ def test_ingest_then_ask_json(cli_env):
     ingest = run_cli("ingest", env_extra=cli_env)
     assert ingest.returncode == 0, ingest.stderr
     assert json.loads(ingest.stdout.strip().splitlines()[-1]) == {
-        "collection": "my_rag_collection",
-        "count": 72,
+        "collection": "my_rag_collection_faq",
+        "count": 61,
+        "rows": 124,
+        "added": 124,
+        "removed": 0,
     }
 
     ask = run_cli("ask", "--json", QUESTION, env_extra=cli_env)
@@ -45,7 +48,9 @@ def test_ingest_then_ask_json(cli_env):
     result = json.loads(ask.stdout.strip().splitlines()[-1])
     assert result["question"] == QUESTION
     assert len(result["hits"]) == 3
-    assert result["hits"][0]["text"].strip().startswith("Where does Milvus store data?")
+    top = result["hits"][0]
+    assert top["title"] == "Where does Milvus store data?" and top["source"] == "product_faq.md"
+    assert "Where does Milvus store data?" in top["text"][:300]
     distances = [hit["distance"] for hit in result["hits"]]
     assert distances == sorted(distances, reverse=True)
     assert "incremental log" in result["answer"] and "etcd" in result["answer"]
@@ -68,11 +73,7 @@ def test_ask_ingests_a_missing_collection_and_honours_flags(tmp_path, cli_env):
     assert ask.returncode == 0, ask.stderr
     result = json.loads(ask.stdout.strip().splitlines()[-1])
     assert len(result["hits"]) == 5
-    assert (
-        result["hits"][0]["text"]
-        .strip()
-        .startswith("Is Docker the only way to install and run Milvus?")
-    )
+    assert result["hits"][0]["title"] == "Is Docker the only way to install and run Milvus?"
     assert "Embedding model: minilm" in ask.stderr
 
 

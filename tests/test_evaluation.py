@@ -181,6 +181,12 @@ def test_eval_only_one_strategy_and_bad_arguments(tmp_path, minilm, capsys):
     assert json.loads(captured.out.splitlines()[-1])["n"] == 2
     assert "1 gold title(s) occur in no FAQ entry" in captured.err
 
+    with pytest.raises(RagError, match="folder of --output .* does not exist"):
+        evaluation.run_eval(
+            _args(["--questions", str(questions), "--output", str(tmp_path / "no/o.jsonl")]),
+            minilm,
+            config,
+        )
     with pytest.raises(RagError, match="--k must be at least 1"):
         evaluation.run_eval(_args(["--questions", str(questions), "--k", "0"]), minilm, config)
     with pytest.raises(RagError, match="Unknown retrieval strategy 'nope'"):

@@ -258,3 +258,23 @@ def load_faq_entries(docs_dir: Path) -> list[Entry]:
     if not entries:
         raise RagError(f"The FAQ files in {docs_dir} have no entries: use the official docs zip.")
     return entries
+
+
+def load_doc_entries(docs_dir: Path) -> list[Entry]:
+    """Every section of every page of the docs (all of ``en/``, FAQ included), by headings.
+
+    Each page is split like the FAQ: a heading with the text under it is one entry, its
+    source the page's path under ``en/``. ``en/fragments/`` are skipped: pages include them.
+    """
+    root = Path(docs_dir) / "en"
+    pages = sorted(p for p in root.rglob("*.md") if "fragments" not in p.relative_to(root).parts)
+    if not pages:
+        raise RagError(
+            f"No markdown pages under {root}: MILVUS_DOCS_ZIP must point at the Milvus docs zip."
+        )
+    entries: list[Entry] = []
+    for path in pages:
+        entries.extend(
+            split_entries(_read(path), path.relative_to(root).as_posix(), docs_root=root)
+        )
+    return entries

@@ -8,7 +8,8 @@ import sys
 
 from pymilvus.exceptions import MilvusException
 
-from milvus_rag import pipeline
+from milvus_rag import evaluation, pipeline
+from milvus_rag.embedding import load_embedding
 from milvus_rag.errors import RagError
 from milvus_rag.prompts import format_sources
 from milvus_rag.settings import env_int
@@ -27,8 +28,20 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--uri", default=None, help="Milvus URI (env MILVUS_URI)")
         p.add_argument("--collection", default=None, help="collection (env MILVUS_COLLECTION)")
 
-    ingest = sub.add_parser("ingest", help="split, embed and insert the FAQ into Milvus")
+    ingest = sub.add_parser(
+        "ingest",
+        help="split, embed and insert the FAQ into Milvus (idempotent: only changes are applied)",
+    )
+    ingest.add_argument("--rebuild", action="store_true", help="drop and recreate the collection")
+    ingest.add_argument(
+        "--all-docs",
+        action="store_true",
+        help="every page of the docs (all of en/), not only the FAQ, one piece per section",
+    )
     common(ingest)
+    ev = sub.add_parser("eval", help="measure retrieval quality on a labeled question set")
+    evaluation.add_eval_arguments(ev)
+    common(ev)
     ask = sub.add_parser("ask", help="answer a question from the FAQ (ingests first if needed)")
     ask.add_argument("question")
     ask.add_argument(
@@ -51,18 +64,26 @@ def _status(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _load_embedding(config: pipeline.Config):
+    embedding = load_embedding(config.embedding_model)
+    _status(f"Embedding model: {embedding.name}, dimension {embedding.dim} ({embedding.reason}).")
+    return embedding
+
+
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = _config(args)
-    embedding = pipeline.load_config_embedding(config)
-    _status(f"Embedding model: {embedding.name}, dimension {embedding.dim} ({embedding.reason}).")
     if args.command == "ingest":
-        result = pipeline.ingest(config, embedding)
+        entries = pipeline.load_entries(config, whole_corpus=args.all_docs)  # fail fast on bad docs
+        result = pipeline.ingest(config, _load_embedding(config), entries, rebuild=args.rebuild)
         print(json.dumps(result))
         return 0
+    if args.command == "eval":
+        return evaluation.run_eval(args, _load_embedding(config), config)
     k = args.k if args.k is not None else env_int("RAG_TOP_K")
     if k < 1:
         raise RagError(f"--k must be at least 1, not {k}.")
+    embedding = _load_embedding(config)
     hits = pipeline.retrieve(config, embedding, args.question, k)
     if args.json:
         answer = pipeline.answer(config, embedding, args.question, hits)

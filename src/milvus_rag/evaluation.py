@@ -297,6 +297,10 @@ def run_eval(args: argparse.Namespace, embedding, config) -> int:
         raise RagError(f"--k must be at least 1, not {args.k}.")
     retrieval.strategy_named(args.strategy)
     questions = load_questions(args.questions)
+    if args.output and not Path(args.output).resolve().parent.is_dir():
+        raise RagError(
+            f"The folder of --output {args.output!r} does not exist: create it or give another path."
+        )
     strategies = [args.strategy] if args.only else list(retrieval.STRATEGIES)
     depth = max(args.k, CURVE_MAX_K)
     docs_dir = docs.prepare_docs(config.docs_source, data_dir())
@@ -320,6 +324,7 @@ def run_eval(args: argparse.Namespace, embedding, config) -> int:
                     client.drop_collection(name)
             except Exception:  # cleaning up must not hide the real error
                 pass
+        client.close()
     print(f"Retrieval on {args.questions} (n={len(questions)}), embedding {embedding.name}:")
     print(format_table(results, default=args.strategy))
     chosen = results[args.strategy]
@@ -328,7 +333,12 @@ def run_eval(args: argparse.Namespace, embedding, config) -> int:
         print(f"\n{args.strategy}: first hit not at rank 1 for")
         print("\n".join(missed))
     if args.output:
-        write_output(args.output, questions, chosen, args.k)
+        try:
+            write_output(args.output, questions, chosen, args.k)
+        except OSError as err:
+            raise RagError(
+                f"Cannot write --output {args.output!r} ({err.strerror}): give a writable path."
+            ) from None
         _status(f"Wrote {len(questions)} lines to {args.output}.")
     _status(f"Eval took {time.perf_counter() - started:.1f} s.")
     print(json.dumps(chosen.metrics))

@@ -26,6 +26,8 @@ def timeout_s() -> float:
     if value <= 0:
         raise RagError("LLM_TIMEOUT must be a positive number of seconds: fix or unset it.")
     return value
+
+
 _local_servers: dict[int, object] = {}
 
 

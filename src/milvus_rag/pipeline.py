@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from milvus_rag import docs, store
-from milvus_rag.embedding import Embedding, load_embedding
+from milvus_rag import chunking, docs, retrieval, store
+from milvus_rag.embedding import Embedding
 from milvus_rag.llm import complete_text, connect_llm, stream_text
 from milvus_rag.prompts import build_messages
 from milvus_rag.settings import data_dir, env, milvus_token
@@ -27,32 +27,49 @@ class Config:
     llm_model: str = field(default_factory=lambda: env("LLM_MODEL"))
 
 
-def load_pieces(config: Config) -> list[tuple[str, str]]:
-    """Download/unzip the docs once and split the FAQ as the tutorial does: (file, piece)."""
-    return docs.faq_pieces(docs.prepare_docs(config.docs_source, data_dir()))
+FAQ_SUFFIX = "_faq"
+"""The improved pipeline keeps its entries in ``<collection>_faq``, beside the tutorial's own
+collection (whose schema differs), so the notebook and the command line never clash."""
 
 
-def ingest(config: Config, embedding: Embedding, client=None) -> dict:
-    """Recreate the collection and insert every FAQ piece; returns the collection and count."""
-    pieces = load_pieces(config)
+def faq_collection(config: Config) -> str:
+    return config.collection + FAQ_SUFFIX
+
+
+def load_entries(config: Config, whole_corpus: bool = False) -> list[chunking.Entry]:
+    """Download/unzip the docs once; one entry per FAQ entry (or per section of every page)."""
+    docs_dir = docs.prepare_docs(config.docs_source, data_dir())
+    if whole_corpus:
+        return chunking.load_doc_entries(docs_dir)
+    return chunking.load_faq_entries(docs_dir)
+
+
+def ingest(
+    config: Config,
+    embedding: Embedding,
+    entries: list[chunking.Entry],
+    rebuild: bool = False,
+    client=None,
+) -> dict:
+    """Bring the collection up to date with ``entries`` (idempotent; see sync_entries)."""
     client = client or store.connect(config.uri, milvus_token())
-    vectors = store.embed_in_batches(embedding.encode_documents, [text for _, text in pieces])
-    store.recreate_collection(client, config.collection, embedding.dim)
-    result = client.insert(collection_name=config.collection, data=store.rows_for(pieces, vectors))
-    return {"collection": config.collection, "count": result["insert_count"]}
+    return retrieval.sync_entries(
+        client, faq_collection(config), embedding, entries, rebuild=rebuild
+    )
 
 
 def retrieve(config: Config, embedding: Embedding, question: str, k: int, client=None):
-    """The ``k`` pieces nearest to ``question``, ingesting first if the collection is missing."""
+    """The ``k`` best pieces for ``question`` by the default strategy, as dicts of text,
+    distance, source and title; ingests the FAQ first if the collection is missing."""
     embedding.check_question(question)
     client = client or store.connect(config.uri, milvus_token())
-    if not client.has_collection(config.collection):
-        ingest(config, embedding, client)
+    name = faq_collection(config)
+    if not client.has_collection(name):
+        ingest(config, embedding, load_entries(config), client=client)
     else:
-        store.check_dimension(client, config.collection, embedding.dim, embedding.name)
-        client.load_collection(config.collection)  # a reopened collection starts released
-    query_vector = embedding.encode_queries([question])[0]
-    return store.search(client, config.collection, query_vector, k)
+        retrieval.check_collection(client, name, embedding)
+        client.load_collection(name)  # a reopened collection starts released
+    return [hit.as_dict() for hit in retrieval.search(client, name, embedding, question, k)]
 
 
 def answer_stream(config: Config, embedding: Embedding, question: str, hits) -> Iterator[str]:
@@ -65,7 +82,3 @@ def answer(config: Config, embedding: Embedding, question: str, hits) -> str:
     """The LLM's whole answer to ``question`` from the retrieved hits."""
     llm = connect_llm(config.llm_base_url, config.llm_model, embedding)
     return complete_text(llm, build_messages([hit["text"] for hit in hits], question))
-
-
-def load_config_embedding(config: Config) -> Embedding:
-    return load_embedding(config.embedding_model)

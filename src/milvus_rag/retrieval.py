@@ -28,6 +28,8 @@ All but ``entry-views-dense`` search view 0 only (``filter="view == 0"``), i.e. 
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,21 +189,31 @@ def create_collection(client, name: str, dim: int) -> None:
     )
 
 
-def insert_entries(
-    client, name: str, embedding, entries: list[chunking.Entry], views: bool = True
-) -> int:
-    """Embed and insert ``entries`` into ``name``, one row per view; returns the entry count.
+INSERT_BATCH = 64
+"""Rows embedded and inserted together: a killed ingest loses at most one batch of work."""
 
-    With ``views`` every entry gets its :func:`chunking.search_views`, else its whole text only.
+
+def content_id(*parts: object) -> int:
+    """A stable positive int64 id from content (sha256), so re-ingesting finds its own rows."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def entry_rows(entries: list[chunking.Entry], views: bool = True) -> list[dict]:
+    """One row per view of each entry (no vectors yet), with ids derived from the content.
+
+    The same entry text from the same file always gets the same ids; a changed entry gets new
+    ones, so its old rows can be found and deleted.
     """
     rows = []
-    for number, entry in enumerate(entries):
+    for entry in entries:
+        entry_id = content_id(entry.source, entry.text)
         texts = chunking.search_views(entry) if views else [entry.search_text]
         for view, search_text in enumerate(texts):
             rows.append(
                 {
-                    "id": len(rows),
-                    "entry": number,
+                    "id": content_id(entry_id, view, search_text),
+                    "entry": entry_id,
                     "view": view,
                     "text": entry.text,
                     "search_text": search_text,
@@ -210,13 +222,86 @@ def insert_entries(
                     "section": entry.section,
                 }
             )
-    vectors = store.embed_in_batches(
-        embedding.encode_documents, [row["search_text"] for row in rows]
-    )
-    for row, vector in zip(rows, vectors, strict=True):
-        row["dense"] = vector
-    client.insert(collection_name=name, data=rows)
+    unique = {row["id"]: row for row in rows}  # a file repeating an entry word for word
+    return list(unique.values())
+
+
+def existing_ids(client, name: str) -> set[int]:
+    """Every primary key in collection ``name`` (paged, so large collections are fine)."""
+    quiet = logging.getLogger("pymilvus")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # the iterator warns about client-side timestamps on Lite
+    try:
+        iterator = client.query_iterator(name, batch_size=1000, filter="", output_fields=["id"])
+        ids: set[int] = set()
+        while batch := iterator.next():
+            ids.update(int(row["id"]) for row in batch)
+        iterator.close()
+    finally:
+        quiet.setLevel(level)
+    return ids
+
+
+def insert_rows(client, name: str, embedding, rows: list[dict], desc: str = "Embedding") -> None:
+    """Embed and insert ``rows`` batch by batch, under one progress bar over the real work."""
+    with store.progress(len(rows), desc) as bar:
+        for start in range(0, len(rows), INSERT_BATCH):
+            batch = rows[start : start + INSERT_BATCH]
+            vectors = embedding.encode_documents([row["search_text"] for row in batch])
+            client.insert(
+                collection_name=name,
+                data=[{**row, "dense": vector} for row, vector in zip(batch, vectors, strict=True)],
+            )
+            bar.update(len(batch))
+
+
+def insert_entries(
+    client, name: str, embedding, entries: list[chunking.Entry], views: bool = True
+) -> int:
+    """Embed and insert ``entries`` into ``name``, one row per view; returns the entry count.
+
+    With ``views`` every entry gets its :func:`chunking.search_views`, else its whole text only.
+    """
+    insert_rows(client, name, embedding, entry_rows(entries, views))
     return len(entries)
+
+
+def sync_entries(
+    client,
+    name: str,
+    embedding,
+    entries: list[chunking.Entry],
+    views: bool = True,
+    rebuild: bool = False,
+) -> dict:
+    """Make collection ``name`` hold exactly ``entries``, doing only the work that is missing.
+
+    Rows are keyed by content: rows already there are kept (not embedded again), rows of
+    entries that changed or vanished are deleted, new ones are embedded and inserted in
+    batches. Running it twice leaves the same rows; after an interrupted run, the next run
+    completes it. ``rebuild`` drops the collection first. A collection of another schema or
+    vector dimension is refused (one clear sentence) unless ``rebuild`` is given.
+    """
+    if rebuild or not client.has_collection(name):
+        create_collection(client, name, embedding.dim)
+    else:
+        check_collection(client, name, embedding)
+        client.load_collection(name)  # a reopened collection starts released
+    wanted = entry_rows(entries, views)
+    wanted_ids = {row["id"] for row in wanted}
+    present = existing_ids(client, name)
+    stale = sorted(present - wanted_ids)
+    if stale:
+        client.delete(collection_name=name, ids=stale)
+    missing = [row for row in wanted if row["id"] not in present]
+    insert_rows(client, name, embedding, missing)
+    return {
+        "collection": name,
+        "count": len({row["entry"] for row in wanted}),
+        "rows": len(wanted),
+        "added": len(missing),
+        "removed": len(stale),
+    }
 
 
 def ingest(
@@ -246,6 +331,19 @@ def has_current_schema(client, name: str, dim: int) -> bool:
     if not needed <= fields.keys():
         return False
     return int(fields["dense"].get("params", {}).get("dim", -1)) == dim
+
+
+def check_collection(client, name: str, embedding) -> None:
+    """Refuse, before any insert or search, a collection this pipeline cannot use as it is:
+    vectors of another dimension (another embedding model), or another schema."""
+    if has_current_schema(client, name, embedding.dim):
+        return
+    store.check_dimension(client, name, embedding.dim, embedding.name, field="dense")
+    raise RagError(
+        f"Collection {name!r} was built by another pipeline or version (its fields differ): "
+        "rebuild it (python -m milvus_rag ingest --rebuild) or set MILVUS_COLLECTION to "
+        "another name."
+    )
 
 
 def ensure_ingested(

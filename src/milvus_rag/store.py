@@ -57,6 +57,12 @@ def connect(uri: str, token: str = ""):
     from pymilvus import MilvusClient
 
     if is_lite_path(uri):
+        if not uri.endswith(".db"):
+            raise RagError(
+                f"MILVUS_URI={uri!r} is neither a server URL nor a Milvus Lite path: a Milvus "
+                "Lite path must end in .db (e.g. ./milvus_demo.db); a server URL starts with "
+                "http:// or https://."
+            )
         _check_not_locked(uri)
     quiet = logging.getLogger("milvus_lite")
     level = quiet.level
@@ -74,21 +80,36 @@ def connect(uri: str, token: str = ""):
         quiet.setLevel(level)
 
 
-def vector_dim(client, name: str) -> int | None:
-    """The dimension of the ``vector`` field of collection ``name`` (None if it has none)."""
-    for field in client.describe_collection(name).get("fields", []):
-        params = field.get("params") or {}
-        if "dim" in params:
+def close(client, uri: str) -> None:
+    """Close ``client``; for Milvus Lite also stop its in-process server and free the path.
+
+    ``MilvusClient.close()`` alone leaves the Lite database open (and locked) until the
+    process ends, so another process (the command line, another kernel) could not open it.
+    """
+    client.close()
+    if is_lite_path(uri):
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(uri)
+
+
+def vector_dim(client, name: str, field: str = "vector") -> int | None:
+    """The dimension of vector ``field`` of collection ``name`` (None if it has none)."""
+    for info in client.describe_collection(name).get("fields", []):
+        params = info.get("params") or {}
+        if info.get("name") == field and "dim" in params:
             return int(params["dim"])
     return None
 
 
-def check_dimension(client, name: str, dim: int, model_name: str = "the embedding model") -> None:
+def check_dimension(
+    client, name: str, dim: int, model_name: str = "the embedding model", field: str = "vector"
+) -> None:
     """Refuse to use an existing collection whose vectors do not fit the current model.
 
     Run before any insert or search: Milvus would otherwise fail deep inside the call.
     """
-    existing = vector_dim(client, name)
+    existing = vector_dim(client, name, field)
     if existing is not None and existing != dim:
         raise RagError(
             f"Collection {name!r} holds {existing}-dimensional vectors, but {model_name} makes "
@@ -97,12 +118,17 @@ def check_dimension(client, name: str, dim: int, model_name: str = "the embeddin
         )
 
 
+def progress(total: int, desc: str):
+    """A text progress bar over ``total`` pieces (readable in notebooks, terminals and logs)."""
+    return tqdm(total=total, desc=desc, unit="piece")
+
+
 def embed_in_batches(
     embed, texts: list[str], batch_size: int = EMBED_BATCH_SIZE, desc: str = "Embedding"
 ) -> list:
     """``embed(texts)`` in batches, with a progress bar that advances as batches finish."""
     vectors: list = []
-    with tqdm(total=len(texts), desc=desc, unit="piece") as bar:
+    with progress(len(texts), desc) as bar:
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
             vectors.extend(embed(batch))
