@@ -19,6 +19,12 @@ def server_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "milvus_lite"]
 
 
+def _default_sigint() -> None:
+    """In the child before exec: a shell's background job ignores SIGINT, and an ignored signal
+    stays ignored across exec; reset it so that Ctrl-C (``stop_server``) shuts down cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_server(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """A server on 127.0.0.1 and a free port; returns the process and its ``http://`` URI."""
     port = free_port()
@@ -40,6 +46,7 @@ def start_server(data_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=_default_sigint,
         )
     try:
         wait_for_port(port, process)

@@ -52,6 +52,12 @@ def accepts_connections(port: int) -> bool:
         return False
 
 
+def default_sigint() -> None:
+    """In the server's process before exec: background jobs of a shell ignore SIGINT, and that
+    is inherited; reset it so that ``stop`` can shut the server down cleanly with Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stop(process: subprocess.Popen) -> None:
     """Ctrl-C first (the server then closes its data dir cleanly), then SIGTERM, then SIGKILL."""
     for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
@@ -90,6 +96,7 @@ def milvus_server(tmp_path_factory):
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=default_sigint,
         )
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

@@ -113,10 +113,35 @@ def test_data_dir_in_a_checkout(monkeypatch, tmp_path):
     checkout = tmp_path / "checkout"
     (checkout / "src" / "milvus_rag").mkdir(parents=True)
     (checkout / "data").mkdir()
-    (checkout / "pyproject.toml").write_text("[project]\n")
+    (checkout / "pyproject.toml").write_text('[project]\nname = "milvus-rag"\n')
     monkeypatch.setattr(settings, "__file__", str(checkout / "src" / "milvus_rag" / "settings.py"))
     monkeypatch.setenv("MILVUS_RAG_DATA_DIR", " ")
     assert data_dir() == checkout / "data"
+
+
+def test_data_dir_from_a_folder_inside_a_checkout(monkeypatch, tmp_path):
+    """As in Colab: the package installed from a clone, the notebook run in its notebooks/."""
+    checkout = tmp_path / "clone"
+    (checkout / "notebooks").mkdir(parents=True)
+    (checkout / "data").mkdir()
+    (checkout / "pyproject.toml").write_text('[project]\nname = "milvus-rag"\n')
+    site = tmp_path / "site-packages"
+    (site / "milvus_rag").mkdir(parents=True)
+    monkeypatch.setattr(settings, "__file__", str(site / "milvus_rag" / "settings.py"))
+    monkeypatch.delenv("MILVUS_RAG_DATA_DIR", raising=False)
+    monkeypatch.chdir(checkout / "notebooks")
+    assert data_dir() == checkout / "data"
+
+
+def test_another_projects_checkout_is_not_used(monkeypatch, tmp_path):
+    other = tmp_path / "other"
+    (other / "data").mkdir(parents=True)
+    (other / "pyproject.toml").write_text('[project]\nname = "something-else"\n')
+    monkeypatch.setattr(settings, "__file__", str(tmp_path / "site" / "milvus_rag" / "settings.py"))
+    monkeypatch.delenv("MILVUS_RAG_DATA_DIR", raising=False)
+    (other / "notebooks").mkdir()
+    monkeypatch.chdir(other / "notebooks")
+    assert data_dir() == other / "notebooks" / "data"  # ./data, not the other project's
 
 
 def test_data_dir_outside_a_checkout(monkeypatch, tmp_path):

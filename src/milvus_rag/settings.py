@@ -83,13 +83,24 @@ def milvus_token() -> str:
 def data_dir() -> Path:
     """Where downloads and extracted docs are cached.
 
-    ``MILVUS_RAG_DATA_DIR`` if set; else the checkout's ``data/`` folder when the package
-    is installed in editable mode from a checkout; else ``./data`` (as in Colab).
+    ``MILVUS_RAG_DATA_DIR`` if set; else the ``data/`` folder of this project's checkout (the
+    one the package is installed from in editable mode, or the one the current folder is
+    in, as in Colab after cloning); else ``./data``.
     """
     configured = os.environ.get("MILVUS_RAG_DATA_DIR", "").strip()
     if configured:
         return Path(configured).expanduser()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "pyproject.toml").is_file() and (checkout / "data").is_dir():
-        return checkout / "data"
-    return Path.cwd() / "data"
+    cwd = Path.cwd().resolve()
+    for candidate in (Path(__file__).resolve().parents[2], cwd, *cwd.parents):
+        if _is_checkout(candidate):
+            return candidate / "data"
+    return cwd / "data"
+
+
+def _is_checkout(folder: Path) -> bool:
+    pyproject = folder / "pyproject.toml"
+    return (
+        (folder / "data").is_dir()
+        and pyproject.is_file()
+        and ('name = "milvus-rag"' in pyproject.read_text(encoding="utf-8", errors="replace"))
+    )
