@@ -21,6 +21,7 @@ PARAMETERS = {  # notebook parameter -> its environment variable
     "LLM_MODEL": "LLM_MODEL",
     "QUESTION": "RAG_QUESTION",
     "TOP_K": "RAG_TOP_K",
+    "EVAL_QUESTIONS": "RAG_EVAL_QUESTIONS",
 }
 
 
@@ -74,6 +75,30 @@ def test_notebook_reproduces_the_tutorial(executed):
     assert len(sources.strip().splitlines()) == 3
 
 
+def test_notebook_measures_retrieval_and_runs_the_improved_pipeline(executed):
+    table = stdout_of(source_cell(executed, "evaluation.format_table("))
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[2:] if line.strip()}
+    assert {
+        "tutorial-dense",
+        "entry-dense",
+        "entry-views-dense",
+        "entry-bm25",
+        "entry-hybrid-rrf",
+        "entry-hybrid-weighted",
+    } <= rows.keys()
+    assert rows["entry-views-dense"][-1] == "*"  # the default, marked
+    plot = source_cell(executed, "plot_hit_at_k(")
+    assert any("image/png" in o.get("data", {}) for o in plot.outputs)
+    improved = stdout_of(source_cell(executed, "retrieval.sync_entries(")).splitlines()
+    assert "'count': 61" in improved[0]
+    assert improved[1].endswith("product_faq.md · Where does Milvus store data?")
+    answer = stdout_of(source_cell(executed, "stream_text(llm"))
+    assert (
+        "etcd" in answer
+        and "Sources:\n[1] product_faq.md · Where does Milvus store data?" in answer
+    )
+
+
 def test_parameters_cell_is_tagged_and_matches_the_defaults():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -93,6 +118,9 @@ def test_committed_notebook_is_clean():
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.get("outputs") is not None for c in code)
     assert stdout_of(source_cell(nb, "faq_pieces(docs_dir)")).strip() == "72"
+    plot = source_cell(nb, "plot_hit_at_k(")
+    assert any("image/png" in o.get("data", {}) for o in plot.outputs)
+    assert "entry-views-dense" in stdout_of(source_cell(nb, "evaluation.format_table("))
     for pattern in (
         r"/work/",
         r"/home/",

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, str] = {
     "LLM_MODEL": "mistral-7b",
     "RAG_QUESTION": "How is data stored in milvus?",
     "RAG_TOP_K": "3",
+    "RAG_EVAL_QUESTIONS": "../data/eval/questions.jsonl",
 }
 """Environment variable -> default, for every non-secret setting."""
 
