@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except MilvusException as err:
         print(
             f"error: Milvus refused the request ({err.message}): check MILVUS_URI and the "
-            "collection, or run `python -m milvus_rag ingest` to rebuild it.",
+            "collection, or rebuild it with `python -m milvus_rag ingest --rebuild`.",
             file=sys.stderr,
         )
         return 1

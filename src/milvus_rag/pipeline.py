@@ -1,6 +1,6 @@
-"""The tutorial's steps as functions, for the command line and the tests.
-
-The notebook shows the same steps one cell at a time; this module strings them together.
+"""The default pipeline end to end, for the command line: docs -> FAQ entries -> Milvus ->
+retrieval -> LLM answer. The notebook shows the tutorial's steps one cell at a time, then
+runs this same pipeline's pieces (``retrieval``, ``llm``) in its "improved pipeline" section.
 """
 
 from __future__ import annotations
