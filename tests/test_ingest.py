@@ -150,3 +150,32 @@ def test_entry_rows_have_stable_content_ids(docs_zip, tmp_path):
     assert [r["id"] for r in first] == [r["id"] for r in again]
     assert len({r["id"] for r in first}) == len(first)
     assert len({r["entry"] for r in first}) == len(entries) == 61
+
+
+def test_all_docs_ingests_every_page_by_section(env, tmp_path):
+    """--all-docs: every page under en/ (fragments excluded), one piece per section."""
+    small = tmp_path / "small_docs.zip"
+    with zipfile.ZipFile(small, "w") as archive:
+        archive.writestr(
+            "en/faq/product_faq.md",
+            "---\ntitle: Product FAQ\n---\n\n"
+            "# Product FAQ\n\n### Where does Milvus store data?\n\nIn object storage.\n",
+        )
+        archive.writestr(
+            "en/about/overview.md",
+            "---\ntitle: Overview\n---\n\n# What is Milvus\n\n"
+            "Milvus is a vector database.\n\n## Why Milvus\n\nIt scales.\n\n"
+            "```bash\n# not a heading\n```\n",
+        )
+        archive.writestr("en/fragments/note.md", "A fragment that pages include.\n")
+    result = last_json(cli("ingest", "--all-docs", "--docs", str(small), env=env))
+    assert result["count"] == 3  # the FAQ entry and the two sections of the overview page
+    ask = last_json(cli("ask", "--json", "--docs", str(small), "--k", "3", "why milvus", env=env))
+    sources = {(hit["source"], hit["title"]) for hit in ask["hits"]}
+    assert sources == {
+        ("faq/product_faq.md", "Where does Milvus store data?"),
+        ("about/overview.md", "What is Milvus"),
+        ("about/overview.md", "Why Milvus"),
+    }
+    again = last_json(cli("ingest", "--docs", str(small), env=env))  # back to the FAQ only
+    assert again["count"] == 1 and again["removed"] >= 2
