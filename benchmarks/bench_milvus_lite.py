@@ -444,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-case-s",
         type=float,
-        default=900,
+        default=1200,
         help="skip a size/mode projected to take longer (s), kill one that does",
     )
     parser.add_argument("--workdir", default=None, help="where data folders go (default: tmp)")

@@ -142,7 +142,7 @@ def test_3_zip_bomb(env, tmp_path, isolated_data_dir):
 def test_4_empty_faq_files(env, tmp_path):
     empty = make_zip(tmp_path / "empty.zip", {"en/faq/a.md": b"", "en/faq/b.md": b"  \n"})
     line = one_sentence_error(cli("ingest", "--docs", str(empty), env_extra=env))
-    assert "are empty" in line
+    assert "have no entries (they are empty" in line
 
 
 def test_4_markdown_not_utf8(env, tmp_path):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from milvus_rag import docs, retrieval, store
+from milvus_rag import chunking, docs, retrieval, store
 from milvus_rag.errors import RagError
 
 QUESTION = "where are my vectors and metadata saved?"
@@ -86,24 +86,29 @@ Yes.
 """
 
 
-def test_ensure_ingested_reuses_or_rebuilds(minilm, tmp_path):
+def test_sync_refuses_another_schema_then_rebuilds_and_reuses(minilm, tmp_path):
     (tmp_path / "docs/en/faq").mkdir(parents=True)
     (tmp_path / "docs/en/faq/mini_faq.md").write_text(MINI_FAQ)
+    entries = chunking.load_faq_entries(tmp_path / "docs")
     client = store.connect(str(tmp_path / "x.db"))
     try:
-        store.recreate_collection(client, "faq", minilm.dim)  # the tutorial's schema
-        assert retrieval.ensure_ingested(client, "faq", minilm, tmp_path / "docs") is True
+        client.create_collection("faq", dimension=minilm.dim)  # the tutorial's schema
+        with pytest.raises(RagError, match="another pipeline or version"):
+            retrieval.sync_entries(client, "faq", minilm, entries)
+        built = retrieval.sync_entries(client, "faq", minilm, entries, rebuild=True)
+        assert built == {"collection": "faq", "count": 2, "rows": 4, "added": 4, "removed": 0}
         assert retrieval.has_current_schema(client, "faq", minilm.dim)
-        assert client.query("faq", filter="view >= 0", output_fields=["entry", "view"]) == [
-            {"id": 0, "entry": 0, "view": 0},
-            {"id": 1, "entry": 0, "view": 1},
-            {"id": 2, "entry": 0, "view": 2},
-            {"id": 3, "entry": 1, "view": 0},
-        ]
+        rows = client.query("faq", filter="view >= 0", output_fields=["entry", "view"])
+        assert {row["id"] for row in rows} == {row["id"] for row in retrieval.entry_rows(entries)}
+        views = sorted(
+            sorted(r["view"] for r in rows if r["entry"] == e) for e in {r["entry"] for r in rows}
+        )
+        assert views == [[0], [0, 1, 2]]
         client.release_collection("faq")
-        assert retrieval.ensure_ingested(client, "faq", minilm, tmp_path / "docs") is False
+        again = retrieval.sync_entries(client, "faq", minilm, entries)
+        assert (again["added"], again["removed"], again["rows"]) == (0, 0, 4)
         hits = retrieval.search(client, "faq", minilm, QUESTION, 5)
         assert [hit.title for hit in hits] == [GOLD, "Is Milvus scalable?"]  # one per entry
         assert not retrieval.has_current_schema(client, "faq", minilm.dim + 1)
     finally:
-        client.close()
+        store.close(client, str(tmp_path / "x.db"))

@@ -256,7 +256,10 @@ def load_faq_entries(docs_dir: Path) -> list[Entry]:
     for path in faq_files(docs_dir):
         entries.extend(split_entries(_read(path), path.name, docs_root=path.parent.parent))
     if not entries:
-        raise RagError(f"The FAQ files in {docs_dir} have no entries: use the official docs zip.")
+        raise RagError(
+            f"The FAQ files in {docs_dir} have no entries (they are empty or hold only "
+            "headings): use the official docs zip."
+        )
     return entries
 
 

@@ -68,7 +68,7 @@ def retrieve(config: Config, embedding: Embedding, question: str, k: int, client
         ingest(config, embedding, load_entries(config), client=client)
     else:
         retrieval.check_collection(client, name, embedding)
-        client.load_collection(name)  # a reopened collection starts released
+        store.ensure_loaded(client, name)
     return [hit.as_dict() for hit in retrieval.search(client, name, embedding, question, k)]
 
 

@@ -286,7 +286,7 @@ def sync_entries(
         create_collection(client, name, embedding.dim)
     else:
         check_collection(client, name, embedding)
-        client.load_collection(name)  # a reopened collection starts released
+        store.ensure_loaded(client, name)
     wanted = entry_rows(entries, views)
     wanted_ids = {row["id"] for row in wanted}
     present = existing_ids(client, name)
@@ -344,23 +344,6 @@ def check_collection(client, name: str, embedding) -> None:
         "rebuild it (python -m milvus_rag ingest --rebuild) or set MILVUS_COLLECTION to "
         "another name."
     )
-
-
-def ensure_ingested(
-    client, collection: str, embedding, docs_dir: Path, tutorial: bool = False
-) -> bool:
-    """Ingest unless ``collection`` (and its tutorial twin, if asked) is already there; load it.
-
-    A collection left by another schema (the tutorial's ``id``/``vector``/``text``) or another
-    embedding dimension is rebuilt. Returns True when it ingested.
-    """
-    names = [collection] + ([collection + TUTORIAL_SUFFIX] if tutorial else [])
-    if all(has_current_schema(client, name, embedding.dim) for name in names):
-        for name in names:
-            client.load_collection(name)  # a reopened collection starts released
-        return False
-    ingest(client, collection, embedding, docs_dir, tutorial=tutorial)
-    return True
 
 
 OUTPUT_FIELDS = ["text", "source", "title"]

@@ -93,6 +93,15 @@ def close(client, uri: str) -> None:
         server_manager_instance.release_server(uri)
 
 
+def ensure_loaded(client, name: str) -> None:
+    """Load collection ``name`` unless it already is (a reopened collection starts released;
+    loading an already loaded one can take seconds on a large collection)."""
+    from pymilvus.client.types import LoadState
+
+    if client.get_load_state(name).get("state") != LoadState.Loaded:
+        client.load_collection(name)
+
+
 def vector_dim(client, name: str, field: str = "vector") -> int | None:
     """The dimension of vector ``field`` of collection ``name`` (None if it has none)."""
     for info in client.describe_collection(name).get("fields", []):
