@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import statistics
-import time
 from pathlib import Path
 
 
@@ -133,28 +131,6 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process, timeout_s: float = 60) -> None:
-    """Return once 127.0.0.1:``port`` accepts connections; raise if ``process`` dies or it is late."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not listen on 127.0.0.1:{port} in {timeout_s} s")
-        time.sleep(0.2)
 
 
 def hide_lite_path_uri() -> None:

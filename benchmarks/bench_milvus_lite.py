@@ -51,7 +51,9 @@ from _common import (  # noqa: E402
     print_machine,
     proc_status_kib,
 )
-from _server import start_server, stop_server  # noqa: E402
+
+from milvus_rag.lite_server import start as start_server  # noqa: E402
+from milvus_rag.lite_server import stop as stop_server  # noqa: E402
 
 hide_lite_path_uri()
 

@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MILVUS_RAG_DATA_DIR"] = str(scratch / "data")  # the package's docs cache
     server = None
     if args.server:
-        from _server import start_server
+        from milvus_rag.lite_server import start as start_server
 
         server, uri = start_server(scratch / "server-data", scratch / "server.log")
     else:
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             server_manager_instance.release_server(uri)
     finally:
         if server is not None:
-            from _server import stop_server
+            from milvus_rag.lite_server import stop as stop_server
 
             stop_server(server)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -9,12 +9,8 @@ consistency levels.
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
@@ -27,97 +23,20 @@ FIRST_HIT = "Where does Milvus store data?"
 NOTEBOOK = (
     Path(__file__).resolve().parents[1] / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
 )
-STARTUP_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 15
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def server_command() -> list[str]:
-    """``milvus-lite`` next to this interpreter (the virtualenv's), else on PATH, else ``-m``."""
-    beside = Path(sys.executable).parent / "milvus-lite"
-    found = str(beside) if beside.is_file() else shutil.which("milvus-lite")
-    return [found] if found else [sys.executable, "-m", "milvus_lite"]
-
-
-def accepts_connections(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def default_sigint() -> None:
-    """In the server's process before exec: background jobs of a shell ignore SIGINT, and that
-    is inherited; reset it so that ``stop`` can shut the server down cleanly with Ctrl-C."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Ctrl-C first (the server then closes its data dir cleanly), then SIGTERM, then SIGKILL."""
-    for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        if process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory):
     """``http://127.0.0.1:PORT`` of a ``milvus-lite server`` that runs for this module."""
+    from milvus_rag.errors import RagError
+    from milvus_rag.lite_server import start, stop
+
     root = tmp_path_factory.mktemp("milvus-server")
-    log_path = root / "server.log"
-    port = free_port()
-    # The server imports pymilvus, which refuses a MILVUS_URI that is not an http(s) URL (the
-    # test session sets it to a .db path): the server gets none.
-    env = {k: v for k, v in os.environ.items() if k not in ("MILVUS_URI", "MILVUS_TOKEN")}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                *server_command(),
-                "server",
-                "--data-dir",
-                str(root / "data"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            preexec_fn=default_sigint,
-        )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not accepts_connections(port):
-            if process.poll() is not None:
-                pytest.fail(
-                    f"milvus-lite server exited with code {process.returncode} before accepting "
-                    f"connections on 127.0.0.1:{port}:\n{log_path.read_text()[-3000:]}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"milvus-lite server did not accept connections on 127.0.0.1:{port} within "
-                    f"{STARTUP_TIMEOUT_S} s:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.2)
-        if process.poll() is not None:  # something else answered on that port
-            pytest.fail(
-                f"milvus-lite server exited with code {process.returncode} (port {port} taken?):"
-                f"\n{log_path.read_text()[-3000:]}"
-            )
-        uri = f"http://127.0.0.1:{port}"
+        process, uri = start(root / "data", root / "server.log")
+    except RagError as err:
+        pytest.fail(str(err))
+    try:
         # The port is open: check the gRPC service itself answers before handing it out.
         from milvus_rag.store import connect
 

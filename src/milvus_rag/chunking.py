@@ -23,7 +23,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from milvus_rag.docs import faq_files, split_like_tutorial
+from milvus_rag.docs import faq_files, faq_pieces, read_markdown
 from milvus_rag.errors import RagError
 
 PATH_SEPARATOR = " > "
@@ -226,16 +226,6 @@ def split_entries(text: str, source: str, docs_root: Path | None = None) -> list
     return entries
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise RagError(
-            f"{path.name} is not UTF-8 text (byte {err.start}): re-save it as UTF-8 or "
-            "use the official docs zip."
-        ) from None
-
-
 def load_tutorial_pieces(docs_dir: Path) -> list[Entry]:
     """The tutorial's 72 pieces (``docs.split_like_tutorial``), with their source file.
 
@@ -243,10 +233,9 @@ def load_tutorial_pieces(docs_dir: Path) -> list[Entry]:
     the title is a piece's first non-blank line.
     """
     pieces: list[Entry] = []
-    for path in faq_files(docs_dir):
-        for piece in split_like_tutorial(_read(path)):
-            lines = [line.strip() for line in piece.splitlines() if line.strip()]
-            pieces.append(Entry(text=piece, source=path.name, title=lines[0] if lines else ""))
+    for source, piece in faq_pieces(docs_dir):
+        lines = [line.strip() for line in piece.splitlines() if line.strip()]
+        pieces.append(Entry(text=piece, source=source, title=lines[0] if lines else ""))
     return pieces
 
 
@@ -254,7 +243,7 @@ def load_faq_entries(docs_dir: Path) -> list[Entry]:
     """Every entry of every FAQ file under the unzipped docs folder, in a stable order."""
     entries: list[Entry] = []
     for path in faq_files(docs_dir):
-        entries.extend(split_entries(_read(path), path.name, docs_root=path.parent.parent))
+        entries.extend(split_entries(read_markdown(path), path.name, docs_root=path.parent.parent))
     if not entries:
         raise RagError(
             f"The FAQ files in {docs_dir} have no entries (they are empty or hold only "
@@ -278,6 +267,6 @@ def load_doc_entries(docs_dir: Path) -> list[Entry]:
     entries: list[Entry] = []
     for path in pages:
         entries.extend(
-            split_entries(_read(path), path.relative_to(root).as_posix(), docs_root=root)
+            split_entries(read_markdown(path), path.relative_to(root).as_posix(), docs_root=root)
         )
     return entries

@@ -165,18 +165,22 @@ def split_like_tutorial(text: str) -> list[str]:
     return text.split("# ")
 
 
+def read_markdown(path: Path) -> str:
+    """A docs file's text, with one clear sentence if it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RagError(
+            f"{path.name} is not UTF-8 text (byte {err.start}): re-save it as UTF-8 or "
+            "use the official docs zip."
+        ) from None
+
+
 def faq_pieces(docs_dir: Path) -> list[tuple[str, str]]:
     """(file name, piece) for every piece of every FAQ file, split as the tutorial does."""
     pieces: list[tuple[str, str]] = []
     for path in faq_files(docs_dir):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise RagError(
-                f"{path.name} is not UTF-8 text (byte {err.start}): re-save it as UTF-8 or "
-                "use the official docs zip."
-            ) from None
-        pieces.extend((path.name, piece) for piece in split_like_tutorial(text))
+        pieces.extend((path.name, piece) for piece in split_like_tutorial(read_markdown(path)))
     if not any(piece.strip() for _, piece in pieces):
         raise RagError(f"The FAQ files in {docs_dir} are empty: use the official docs zip.")
     return pieces
