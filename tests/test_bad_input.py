@@ -4,7 +4,6 @@ nothing half-written (issue: "every bad input gets one clear sentence and loses 
 Each case runs the real command line in a subprocess, as a user would.
 """
 
-import os
 import socket
 import subprocess
 import sys
@@ -14,17 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 
-def cli(*args, env_extra=None, timeout=600):
-    env = dict(os.environ, EMBEDDING_MODEL="minilm", **(env_extra or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "milvus_rag", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
+def cli(*args, env_extra=None):
+    return run_cli(*args, env={"EMBEDDING_MODEL": "minilm", **(env_extra or {})})
 
 
 def one_sentence_error(result) -> str:

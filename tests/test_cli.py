@@ -1,26 +1,12 @@
 """``python -m milvus_rag`` end to end on the real docs, offline, in a subprocess."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import pytest
+from helpers import run_cli
 
 QUESTION = "How is data stored in milvus?"
-
-
-def run_cli(*args, env_extra=None, cwd=None):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "milvus_rag", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=600,
-    )
 
 
 @pytest.fixture()
@@ -33,7 +19,7 @@ def cli_env(tmp_path, docs_zip):
 
 
 def test_ingest_then_ask_json(cli_env):
-    ingest = run_cli("ingest", env_extra=cli_env)
+    ingest = run_cli("ingest", env=cli_env)
     assert ingest.returncode == 0, ingest.stderr
     assert json.loads(ingest.stdout.strip().splitlines()[-1]) == {
         "collection": "my_rag_collection_faq",
@@ -43,7 +29,7 @@ def test_ingest_then_ask_json(cli_env):
         "removed": 0,
     }
 
-    ask = run_cli("ask", "--json", QUESTION, env_extra=cli_env)
+    ask = run_cli("ask", "--json", QUESTION, env=cli_env)
     assert ask.returncode == 0, ask.stderr
     result = json.loads(ask.stdout.strip().splitlines()[-1])
     assert result["question"] == QUESTION
@@ -68,7 +54,7 @@ def test_ask_ingests_a_missing_collection_and_honours_flags(tmp_path, cli_env):
         "--collection",
         "faq_test",
         "Is Docker the only way to install Milvus?",
-        env_extra=cli_env,
+        env=cli_env,
     )
     assert ask.returncode == 0, ask.stderr
     result = json.loads(ask.stdout.strip().splitlines()[-1])
@@ -78,7 +64,7 @@ def test_ask_ingests_a_missing_collection_and_honours_flags(tmp_path, cli_env):
 
 
 def test_ask_streams_the_answer_then_its_sources(cli_env):
-    ask = run_cli("ask", QUESTION, env_extra=cli_env)
+    ask = run_cli("ask", QUESTION, env=cli_env)
     assert ask.returncode == 0, ask.stderr
     answer, sources = ask.stdout.split("\n\nSources:\n")
     assert "etcd" in answer and answer.rstrip().endswith("[1]")
@@ -90,7 +76,7 @@ def test_ask_streams_the_answer_then_its_sources(cli_env):
 
 
 def test_bad_docs_path_is_one_line_without_traceback(cli_env, tmp_path):
-    result = run_cli("ingest", "--docs", str(tmp_path / "missing.zip"), env_extra=cli_env)
+    result = run_cli("ingest", "--docs", str(tmp_path / "missing.zip"), env=cli_env)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: The docs zip")
@@ -98,6 +84,6 @@ def test_bad_docs_path_is_one_line_without_traceback(cli_env, tmp_path):
 
 
 def test_empty_question_is_refused(cli_env):
-    result = run_cli("ask", "   ", env_extra=cli_env)
+    result = run_cli("ask", "   ", env=cli_env)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "The question is empty" in result.stderr

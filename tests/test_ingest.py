@@ -11,18 +11,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from milvus_rag import chunking, retrieval, store
-
-
-def cli(*args, env):
-    return subprocess.run(
-        [sys.executable, "-m", "milvus_rag", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        timeout=600,
-    )
 
 
 def last_json(result) -> dict:
@@ -63,15 +54,15 @@ def edited_zip(source: Path, target: Path, edit) -> Path:
 
 
 def test_ingest_twice_changes_nothing(env):
-    first = last_json(cli("ingest", env=env))
-    second = last_json(cli("ingest", env=env))
+    first = last_json(run_cli("ingest", env=env))
+    second = last_json(run_cli("ingest", env=env))
     assert first["count"] == second["count"] == 61
     assert (second["added"], second["removed"]) == (0, 0)
     assert rows_in(env["MILVUS_URI"]) == (first["rows"], first["rows"])
 
 
 def test_changed_file_replaces_its_old_pieces(env, tmp_path, docs_zip):
-    first = last_json(cli("ingest", env=env))
+    first = last_json(run_cli("ingest", env=env))
     old = "Each Milvus module has its own metadata that are stored in etcd."
     new = "Each Milvus module keeps its metadata in etcd (edited)."
 
@@ -85,24 +76,24 @@ def test_changed_file_replaces_its_old_pieces(env, tmp_path, docs_zip):
         return text
 
     changed = edited_zip(docs_zip, tmp_path / "changed.zip", edit)
-    second = last_json(cli("ingest", "--docs", str(changed), env=env))
+    second = last_json(run_cli("ingest", "--docs", str(changed), env=env))
     assert second["count"] == first["count"] - 1
     assert second["added"] >= 1 and second["removed"] >= 2  # the edited entry's rows, the gone one
     assert rows_in(env["MILVUS_URI"]) == (second["rows"], second["rows"])
-    ask = cli("ask", "--json", "--docs", str(changed), "How is data stored in milvus?", env=env)
+    ask = run_cli("ask", "--json", "--docs", str(changed), "How is data stored in milvus?", env=env)
     top = last_json(ask)["hits"][0]["text"]
     assert new in top and old not in top
 
 
 def test_rebuild_drops_and_recreates(env):
-    last_json(cli("ingest", env=env))
-    rebuilt = last_json(cli("ingest", "--rebuild", env=env))
+    last_json(run_cli("ingest", env=env))
+    rebuilt = last_json(run_cli("ingest", "--rebuild", env=env))
     assert rebuilt["added"] == rebuilt["rows"] and rebuilt["removed"] == 0
 
 
 def test_7_kill_9_midway_then_ingest_again(env, tmp_path):
     """kill -9 during the inserts; the next ingest ends with a clean run's rows, no duplicates."""
-    clean = last_json(cli("ingest", env={**env, "MILVUS_URI": str(tmp_path / "clean.db")}))
+    clean = last_json(run_cli("ingest", env={**env, "MILVUS_URI": str(tmp_path / "clean.db")}))
     process = subprocess.Popen(
         [sys.executable, "-m", "milvus_rag", "ingest"],
         env={**os.environ, **env},
@@ -122,7 +113,7 @@ def test_7_kill_9_midway_then_ingest_again(env, tmp_path):
     process.wait(timeout=60)
     partial, _ = rows_in(env["MILVUS_URI"])
     assert 0 < partial < clean["rows"]
-    resumed = last_json(cli("ingest", env=env))
+    resumed = last_json(run_cli("ingest", env=env))
     assert resumed["added"] == clean["rows"] - partial
     assert resumed["rows"] == clean["rows"] and resumed["count"] == clean["count"]
     assert rows_in(env["MILVUS_URI"]) == (clean["rows"], clean["rows"])
@@ -133,13 +124,13 @@ def test_5_collection_of_another_dimension_is_refused_before_any_search(env, doc
     retrieval.create_collection(client, "my_rag_collection_faq", 768)  # as the 768-d model would
     store.close(client, env["MILVUS_URI"])
     for args in (["ask", "How is data stored in milvus?"], ["ingest"]):
-        result = cli(*args, env=env)
+        result = run_cli(*args, env=env)
         assert result.returncode == 1 and "Traceback" not in result.stderr
         line = result.stderr.strip().splitlines()[-1]
         assert "holds 768-dimensional vectors, but minilm" in line
         assert "--rebuild" in line and "MILVUS_COLLECTION" in line
     assert rows_in(env["MILVUS_URI"]) == (0, 0)  # nothing was inserted
-    assert last_json(cli("ingest", "--rebuild", env=env))["count"] == 61
+    assert last_json(run_cli("ingest", "--rebuild", env=env))["count"] == 61
 
 
 def test_entry_rows_have_stable_content_ids(docs_zip, tmp_path):
@@ -168,14 +159,16 @@ def test_all_docs_ingests_every_page_by_section(env, tmp_path):
             "```bash\n# not a heading\n```\n",
         )
         archive.writestr("en/fragments/note.md", "A fragment that pages include.\n")
-    result = last_json(cli("ingest", "--all-docs", "--docs", str(small), env=env))
+    result = last_json(run_cli("ingest", "--all-docs", "--docs", str(small), env=env))
     assert result["count"] == 3  # the FAQ entry and the two sections of the overview page
-    ask = last_json(cli("ask", "--json", "--docs", str(small), "--k", "3", "why milvus", env=env))
+    ask = last_json(
+        run_cli("ask", "--json", "--docs", str(small), "--k", "3", "why milvus", env=env)
+    )
     sources = {(hit["source"], hit["title"]) for hit in ask["hits"]}
     assert sources == {
         ("faq/product_faq.md", "Where does Milvus store data?"),
         ("about/overview.md", "What is Milvus"),
         ("about/overview.md", "Why Milvus"),
     }
-    again = last_json(cli("ingest", "--docs", str(small), env=env))  # back to the FAQ only
+    again = last_json(run_cli("ingest", "--docs", str(small), env=env))  # back to the FAQ only
     assert again["count"] == 1 and again["removed"] >= 2

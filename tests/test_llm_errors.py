@@ -4,12 +4,10 @@ The real ``openai`` client talks to a small HTTP server on 127.0.0.1 that answer
 status under test (or not at all). A canary key checks that no secret is ever printed.
 """
 
-import os
 import socket
-import subprocess
-import sys
 
 import pytest
+from helpers import run_cli
 
 from milvus_rag.errors import RagError
 from milvus_rag.llm import LLM, complete_text, connect_llm, stream_text
@@ -83,35 +81,22 @@ def test_other_openai_errors_are_not_hidden():
 def ingested_uri(tmp_path_factory, docs_zip):
     """One collection for all the CLI cases, so each runs only retrieval and generation."""
     uri = str(tmp_path_factory.mktemp("llm") / "llm.db")
-    env = dict(os.environ, MILVUS_DOCS_ZIP=str(docs_zip), MILVUS_URI=uri, EMBEDDING_MODEL="minilm")
-    result = subprocess.run(
-        [sys.executable, "-m", "milvus_rag", "ingest"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    env = {"MILVUS_DOCS_ZIP": str(docs_zip), "MILVUS_URI": uri, "EMBEDDING_MODEL": "minilm"}
+    result = run_cli("ingest", env=env)
     assert result.returncode == 0, result.stderr
     return uri
 
 
 def run_cli_ask(url: str, uri: str, key: str):
-    env = dict(
-        os.environ,
-        LLM_BASE_URL=url,
-        LLM_API_KEY=key,
-        LLM_MODEL="test-model",
-        LLM_TIMEOUT="0.5",
-        MILVUS_URI=uri,
-        EMBEDDING_MODEL="minilm",
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "milvus_rag", "ask", "How is data stored in milvus?"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    env = {
+        "LLM_BASE_URL": url,
+        "LLM_API_KEY": key,
+        "LLM_MODEL": "test-model",
+        "LLM_TIMEOUT": "0.5",
+        "MILVUS_URI": uri,
+        "EMBEDDING_MODEL": "minilm",
+    }
+    return run_cli("ask", "How is data stored in milvus?", env=env)
 
 
 @pytest.mark.parametrize("endpoint", [401, 404, 429, 503, 0], indirect=True)

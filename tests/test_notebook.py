@@ -7,11 +7,11 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 import pytest
+from helpers import NOTEBOOK, source_cell, stdout_of
 
 from milvus_rag.settings import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
 PARAMETERS = {  # notebook parameter -> its environment variable
     "DOCS_SOURCE": "MILVUS_DOCS_ZIP",
     "MILVUS_URI": "MILVUS_URI",
@@ -23,18 +23,6 @@ PARAMETERS = {  # notebook parameter -> its environment variable
     "TOP_K": "RAG_TOP_K",
     "EVAL_QUESTIONS": "RAG_EVAL_QUESTIONS",
 }
-
-
-def stdout_of(cell) -> str:
-    return "".join(
-        o.get("text", "")
-        for o in cell.get("outputs", [])
-        if o.get("output_type") == "stream" and o.get("name") == "stdout"
-    )
-
-
-def source_cell(nb, fragment):
-    return next(c for c in nb.cells if c.cell_type == "code" and fragment in c.source)
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,16 @@ consistency levels.
 """
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import nbformat
 import numpy as np
 import papermill as pm
 import pytest
+from helpers import NOTEBOOK, run_cli, source_cell, stdout_of
 
 QUESTION = "How is data stored in milvus?"
 FIRST_HIT = "Where does Milvus store data?"
-NOTEBOOK = (
-    Path(__file__).resolve().parents[1] / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
-)
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +53,6 @@ def server_client(milvus_server):
     client.close()
 
 
-def run_cli(*args, env_extra=None):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "milvus_rag", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-
-
 def row_count(client, collection: str) -> int:
     return client.query(collection_name=collection, output_fields=["count(*)"])[0]["count(*)"]
 
@@ -94,21 +78,21 @@ def test_cli_ingest_and_ask_against_the_server(milvus_server, server_client, doc
     server = {**common, "MILVUS_URI": milvus_server, "MILVUS_COLLECTION": "cli_server"}
     lite = {**common, "MILVUS_URI": str(tmp_path / "parity.db"), "MILVUS_COLLECTION": "cli_server"}
 
-    ingested = last_json(run_cli("ingest", env_extra=server))
-    assert ingested == last_json(run_cli("ingest", env_extra=lite))
+    ingested = last_json(run_cli("ingest", env=server))
+    assert ingested == last_json(run_cli("ingest", env=lite))
     assert ingested["collection"].startswith("cli_server") and ingested["count"] > 0
     # The rows are on the server, seen from another client, and the collection is Strong.
     name = ingested["collection"]
     assert row_count(server_client, name) == ingested.get("rows", ingested["count"])
     assert server_client.describe_collection(name)["consistency_level_name"] == "Strong"
 
-    answer = last_json(run_cli("ask", "--json", QUESTION, env_extra=server))
+    answer = last_json(run_cli("ask", "--json", QUESTION, env=server))
     assert len(answer["hits"]) == 3
     assert FIRST_HIT in answer["hits"][0]["text"][:300]
     distances = [hit["distance"] for hit in answer["hits"]]
     assert distances == sorted(distances, reverse=True)
     assert "etcd" in answer["answer"]
-    parity = last_json(run_cli("ask", "--json", QUESTION, env_extra=lite))
+    parity = last_json(run_cli("ask", "--json", QUESTION, env=lite))
     assert [hit["text"] for hit in answer["hits"]] == [hit["text"] for hit in parity["hits"]]
     assert distances == pytest.approx([hit["distance"] for hit in parity["hits"]], abs=1e-4)
 
@@ -120,9 +104,7 @@ def test_cli_ask_ingests_a_missing_collection_on_the_server(milvus_server, serve
         "EMBEDDING_MODEL": "minilm",
     }
     assert not any(c.startswith("cli_fresh") for c in server_client.list_collections())
-    answer = last_json(
-        run_cli("ask", "--json", "--collection", "cli_fresh", QUESTION, env_extra=env)
-    )
+    answer = last_json(run_cli("ask", "--json", "--collection", "cli_fresh", QUESTION, env=env))
     assert FIRST_HIT in answer["hits"][0]["text"][:300]
     made = [c for c in server_client.list_collections() if c.startswith("cli_fresh")]
     assert made and all(row_count(server_client, c) > 0 for c in made)
@@ -164,18 +146,6 @@ def test_search_right_after_insert_sees_every_row(server_client):
         assert hits[0]["entity"]["text"] == f"row {total - 1}"
         assert hits[0]["distance"] == pytest.approx(1.0, abs=1e-4)
     server_client.drop_collection(name)
-
-
-def stdout_of(cell) -> str:
-    return "".join(
-        o.get("text", "")
-        for o in cell.get("outputs", [])
-        if o.get("output_type") == "stream" and o.get("name") == "stdout"
-    )
-
-
-def source_cell(nb, fragment):
-    return next(c for c in nb.cells if c.cell_type == "code" and fragment in c.source)
 
 
 def test_notebook_against_the_server(milvus_server, server_client, docs_zip, tmp_path):
