@@ -23,6 +23,15 @@ def run_cli(
     )
 
 
+def execute_notebook(output: Path, **parameters) -> Path:
+    """Run the tutorial notebook with papermill (from notebooks/) into ``output``."""
+    import papermill as pm
+
+    pm.execute_notebook(str(NOTEBOOK), str(output), cwd=str(NOTEBOOK.parent),
+                        kernel_name="python3", parameters=parameters, progress_bar=False)  # fmt: skip
+    return output
+
+
 def stdout_of(cell) -> str:
     """Everything a notebook cell printed to stdout."""
     return "".join(

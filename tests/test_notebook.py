@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 import pytest
-from helpers import NOTEBOOK, source_cell, stdout_of
+from helpers import NOTEBOOK, execute_notebook, source_cell, stdout_of
 
 from milvus_rag.settings import DEFAULTS
 
@@ -29,18 +29,12 @@ PARAMETERS = {  # notebook parameter -> its environment variable
 def executed(tmp_path_factory, docs_zip):
     out = tmp_path_factory.mktemp("nb")
     output = out / "executed.ipynb"
-    pm.execute_notebook(
-        str(NOTEBOOK),
-        str(output),
-        cwd=str(NOTEBOOK.parent),
-        kernel_name="python3",
-        parameters={
-            "DOCS_SOURCE": str(docs_zip),
-            "MILVUS_URI": str(out / "papermill.db"),
-            "COLLECTION_NAME": "papermill_test",
-            "TOP_K": 3,
-        },
-        progress_bar=False,
+    execute_notebook(
+        output,
+        DOCS_SOURCE=str(docs_zip),
+        MILVUS_URI=str(out / "papermill.db"),
+        COLLECTION_NAME="papermill_test",
+        TOP_K=3,
     )
     return nbformat.read(output, as_version=4)
 
@@ -135,18 +129,12 @@ def test_rejected_key_shows_one_sentence_and_is_never_saved(
     monkeypatch.setenv("LLM_API_KEY", canary_key)
     output = tmp_path / "rejected.ipynb"
     with pytest.raises(pm.PapermillExecutionError):
-        pm.execute_notebook(
-            str(NOTEBOOK),
-            str(output),
-            cwd=str(NOTEBOOK.parent),
-            kernel_name="python3",
-            parameters={
-                "DOCS_SOURCE": str(docs_zip),
-                "MILVUS_URI": str(tmp_path / "k.db"),
-                "LLM_BASE_URL": url,
-                "LLM_MODEL": "test-model",
-            },
-            progress_bar=False,
+        execute_notebook(
+            output,
+            DOCS_SOURCE=str(docs_zip),
+            MILVUS_URI=str(tmp_path / "k.db"),
+            LLM_BASE_URL=url,
+            LLM_MODEL="test-model",
         )
     assert handler.requests == [f"Bearer {canary_key}"]
     text = output.read_text()

@@ -12,9 +12,8 @@ import subprocess
 
 import nbformat
 import numpy as np
-import papermill as pm
 import pytest
-from helpers import NOTEBOOK, run_cli, source_cell, stdout_of
+from helpers import execute_notebook, run_cli, source_cell, stdout_of
 
 QUESTION = "How is data stored in milvus?"
 FIRST_HIT = "Where does Milvus store data?"
@@ -150,19 +149,13 @@ def test_search_right_after_insert_sees_every_row(server_client):
 
 def test_notebook_against_the_server(milvus_server, server_client, docs_zip, tmp_path):
     output = tmp_path / "executed.ipynb"
-    pm.execute_notebook(
-        str(NOTEBOOK),
-        str(output),
-        cwd=str(NOTEBOOK.parent),
-        kernel_name="python3",
-        parameters={
-            "DOCS_SOURCE": str(docs_zip),
-            "MILVUS_URI": milvus_server,
-            "COLLECTION_NAME": "papermill_server",
-            "EMBEDDING_MODEL": "minilm",
-            "TOP_K": 3,
-        },
-        progress_bar=False,
+    execute_notebook(
+        output,
+        DOCS_SOURCE=str(docs_zip),
+        MILVUS_URI=milvus_server,
+        COLLECTION_NAME="papermill_server",
+        EMBEDDING_MODEL="minilm",
+        TOP_K=3,
     )
     executed = nbformat.read(output, as_version=4)
     assert stdout_of(source_cell(executed, "faq_pieces(docs_dir)")).strip() == "72"

@@ -401,19 +401,9 @@ def search(
         )
     query_vector = embedding.encode_queries([question])[0]
     dense_params = {"metric_type": store.METRIC_TYPE, "params": {}}
-    if chosen.kind == "dense":
-        return _hits(
-            client.search(
-                collection_name=name,
-                data=[query_vector],
-                filter=WHOLE_ENTRY,
-                anns_field="dense",
-                limit=k,
-                search_params=dense_params,
-                output_fields=OUTPUT_FIELDS,
-            )
-        )
-    if chosen.kind == "views":
+    if chosen.kind in ("dense", "views"):
+        # "dense" searches whole entries only; "views" searches every view, best one per entry
+        scope = {"group_by_field": "entry"} if chosen.kind == "views" else {"filter": WHOLE_ENTRY}
         return _hits(
             client.search(
                 collection_name=name,
@@ -422,7 +412,7 @@ def search(
                 limit=k,
                 search_params=dense_params,
                 output_fields=OUTPUT_FIELDS,
-                group_by_field="entry",
+                **scope,
             )
         )
     candidates = max(k, CANDIDATES)
