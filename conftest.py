@@ -1,9 +1,9 @@
 """Test-session set-up shared by the unit tests (tests/) and the notebook run (nbmake).
 
-The notebook reads its parameters from environment variables, so a test session points
-them at the shared docs zip and at temporary folders before anything runs, and removes
-any LLM or Milvus server settings of the developer's shell, so that tests are offline,
-repeatable and never touch a real endpoint or the checkout's data/.
+The notebook reads its parameters from environment variables, so a test session points them
+at the shared docs zip and at temporary folders before anything runs, and removes any LLM or
+Milvus settings of the developer's shell, so that tests are offline, repeatable and never touch
+a real endpoint or the checkout's data/.
 """
 
 import os
@@ -23,34 +23,35 @@ def shared_docs_zip() -> Path | None:
 
 def pytest_configure(config):
     for name in (
-        "LLM_BASE_URL",
-        "LLM_API_KEY",
-        "LEPTONAI_TOKEN",
-        "LLM_MODEL",
-        "MILVUS_TOKEN",
-        "MILVUS_COLLECTION",
-        "RAG_QUESTION",
-        "RAG_TOP_K",
-    ):
+        "LLM_BASE_URL", "LLM_API_KEY", "LEPTONAI_TOKEN", "LLM_MODEL", "LLM_MAX_TOKENS",
+        "LLM_TEMPERATURE", "LLM_TIMEOUT", "MILVUS_TOKEN", "MILVUS_COLLECTION", "RAG_QUESTION",
+        "RAG_TOP_K", "RAG_EVAL_QUESTIONS", "EMBEDDING_MODEL",
+    ):  # fmt: skip
         os.environ.pop(name, None)
     zip_path = shared_docs_zip()
     if zip_path is not None:
         os.environ["MILVUS_DOCS_ZIP"] = str(zip_path)
     os.environ["MILVUS_URI"] = str(Path(_SCRATCH) / "notebook_milvus.db")
     os.environ["MILVUS_RAG_DATA_DIR"] = str(Path(_SCRATCH) / "data")
+    os.environ["RAG_PROGRESS"] = "text"  # saved outputs hold text bars, not widgets
+    os.environ["HF_HOME"] = str(Path(_SCRATCH) / "hf-home")  # never the developer's cache
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Without the docs zip the notebook cannot run: say so plainly (and fail in CI)."""
+    """The notebook run (nbmake) is a slow test; without the docs zip it cannot run at all:
+    say so plainly (and fail in CI)."""
+    import pytest
+
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
     if shared_docs_zip() is None and any(item.path.suffix == ".ipynb" for item in items):
         message = (
             f"the docs zip is missing: put it at {SHARED_ZIP} or set MILVUS_DOCS_ZIP to its path"
         )
         if os.environ.get("CI"):
             raise SystemExit(f"error: {message}")
-        import pytest
-
         for item in items:
             if item.path.suffix == ".ipynb":
                 item.add_marker(pytest.mark.skip(reason=message))

@@ -1,89 +1,101 @@
-"""``python -m milvus_rag`` end to end on the real docs, offline, in a subprocess."""
+"""The command line, called in-process with a stand-in embedding; one real subprocess for the
+``error:`` line and exit-code contract."""
 
 import json
-import re
+import subprocess
+import sys
 
 import pytest
-from helpers import run_cli
 
-QUESTION = "How is data stored in milvus?"
+from milvus_rag import cli, embedding
 
 
 @pytest.fixture()
-def cli_env(tmp_path, docs_zip):
-    return {
-        "MILVUS_DOCS_ZIP": str(docs_zip),
-        "MILVUS_URI": str(tmp_path / "cli.db"),
-        "EMBEDDING_MODEL": "minilm",
+def run(monkeypatch, lite_uri, fake_embedding, docs_zip, capsys):
+    """``run(*argv) -> (exit code, stdout, stderr)`` against a fresh Lite path."""
+    monkeypatch.setenv("MILVUS_URI", lite_uri)
+    monkeypatch.setenv("MILVUS_DOCS_ZIP", str(docs_zip))
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice: fake_embedding)
+
+    def call(*argv):
+        code = cli.main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def test_ingest_is_idempotent(run):
+    code, out, _ = run("ingest")
+    assert code == 0
+    assert json.loads(out) == {"collection": "my_rag_collection_faq", "count": 61, "added": 61,
+                               "removed": 0}  # fmt: skip
+    assert json.loads(run("ingest")[1])["added"] == 0
+    assert json.loads(run("ingest", "--rebuild")[1])["added"] == 61
+
+
+def test_ask_json_ingests_a_missing_collection_and_honours_flags(run):
+    code, out, err = run("ask", "Where does Milvus store data?", "--json", "--k", "2",
+                         "--collection", "other")  # fmt: skip
+    assert code == 0 and "does not exist yet: ingesting" in err
+    answer = json.loads(out)
+    assert [hit["title"] for hit in answer["hits"]][0] == "Where does Milvus store data?"
+    assert len(answer["hits"]) == 2 and set(answer["hits"][0]) == {
+        "text",
+        "distance",
+        "source",
+        "title",
     }
+    assert "etcd" in answer["answer"] and answer["answer"].endswith("[1]")
 
 
-def test_ingest_then_ask_json(cli_env):
-    ingest = run_cli("ingest", env=cli_env)
-    assert ingest.returncode == 0, ingest.stderr
-    assert json.loads(ingest.stdout.strip().splitlines()[-1]) == {
-        "collection": "my_rag_collection_faq",
-        "count": 61,
-        "rows": 124,
-        "added": 124,
-        "removed": 0,
-    }
-
-    ask = run_cli("ask", "--json", QUESTION, env=cli_env)
-    assert ask.returncode == 0, ask.stderr
-    result = json.loads(ask.stdout.strip().splitlines()[-1])
-    assert result["question"] == QUESTION
-    assert len(result["hits"]) == 3
-    top = result["hits"][0]
-    assert top["title"] == "Where does Milvus store data?" and top["source"] == "product_faq.md"
-    assert "Where does Milvus store data?" in top["text"][:300]
-    distances = [hit["distance"] for hit in result["hits"]]
-    assert distances == sorted(distances, reverse=True)
-    assert "incremental log" in result["answer"] and "etcd" in result["answer"]
+def test_ask_streams_the_answer_then_its_sources(run):
+    run("ingest")
+    code, out, _ = run("ask", "Where does Milvus store data?")
+    answer, sources = out.split("\n\nSources:\n")
+    assert code == 0 and "etcd" in answer
+    assert sources.splitlines()[0].startswith("[1] product_faq.md · Where does Milvus store data?")
+    assert len(sources.strip().splitlines()) == 3
 
 
-def test_ask_ingests_a_missing_collection_and_honours_flags(tmp_path, cli_env):
-    uri = str(tmp_path / "other.db")
-    ask = run_cli(
-        "ask",
-        "--json",
-        "--k",
-        "5",
-        "--uri",
-        uri,
-        "--collection",
-        "faq_test",
-        "Is Docker the only way to install Milvus?",
-        env=cli_env,
+def test_eval_prints_intervals_the_default_and_one_json_line(run, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"q": "How does Milvus flush data?",
+                                     "gold": "How does Milvus flush data?"}) + "\n")  # fmt: skip
+    output = tmp_path / "hits.jsonl"
+    code, out, _ = run("eval", "--questions", str(questions), "--output", str(output))
+    assert code == 0
+    assert "entry-dense" in out and "95% bootstrap interval" in out and "Default: " in out
+    assert json.loads(out.splitlines()[-1])["n"] == 1
+    assert len(json.loads(output.read_text())["hits"]) == 10
+    code, out, _ = run("eval", "--questions", str(questions), "--only")
+    assert code == 0 and "tutorial-dense" not in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["ask", "   "], "The question is empty"),
+        (["ask", "q", "--k", "0"], "--k must be a whole number of at least 1"),
+        (["eval", "--strategy", "nope"], "Unknown retrieval strategy 'nope'"),
+        (["ingest", "--docs", "/nonexistent/docs.zip"], "does not exist: set MILVUS_DOCS_ZIP"),
+        (["ingest", "--uri", "./no-suffix"], "a Milvus Lite path ends in .db"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_1(run, argv, message):
+    code, out, err = run(*argv)
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_real_command_prints_one_error_line_and_exits_1(tmp_path):
+    """The contract as the shell sees it: no traceback, exit code 1."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "milvus_rag", "ingest", "--docs", str(tmp_path / "none.zip")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 1 and completed.stdout == ""
+    assert (
+        completed.stderr.startswith("error: The docs zip") and "Traceback" not in completed.stderr
     )
-    assert ask.returncode == 0, ask.stderr
-    result = json.loads(ask.stdout.strip().splitlines()[-1])
-    assert len(result["hits"]) == 5
-    assert result["hits"][0]["title"] == "Is Docker the only way to install and run Milvus?"
-    assert "Embedding model: minilm" in ask.stderr
-
-
-def test_ask_streams_the_answer_then_its_sources(cli_env):
-    ask = run_cli("ask", QUESTION, env=cli_env)
-    assert ask.returncode == 0, ask.stderr
-    answer, sources = ask.stdout.split("\n\nSources:\n")
-    assert "etcd" in answer and answer.rstrip().endswith("[1]")
-    lines = sources.strip().splitlines()
-    assert len(lines) == 3
-    assert re.fullmatch(
-        r"\[1\] product_faq\.md · Where does Milvus store data\? \(distance 0\.\d{3}\)", lines[0]
-    )
-
-
-def test_bad_docs_path_is_one_line_without_traceback(cli_env, tmp_path):
-    result = run_cli("ingest", "--docs", str(tmp_path / "missing.zip"), env=cli_env)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: The docs zip")
-    assert "MILVUS_DOCS_ZIP" in result.stderr
-
-
-def test_empty_question_is_refused(cli_env):
-    result = run_cli("ask", "   ", env=cli_env)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert "The question is empty" in result.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1

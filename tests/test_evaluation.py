@@ -1,195 +1,117 @@
-"""Metrics on hand-made cases, question-file errors, and the eval command on a few questions."""
+"""Measuring retrieval: hits, metrics, bootstrap intervals, the default's rule, question files."""
 
-import argparse
 import json
-import zipfile
 
+import numpy as np
 import pytest
 
-from milvus_rag import evaluation, pipeline, retrieval
+from milvus_rag import evaluation
+from milvus_rag.config import project_root
 from milvus_rag.errors import RagError
-from milvus_rag.evaluation import Question
-
-# --------------------------------------------------------------------------- metrics
+from milvus_rag.evaluation import Result
 
 
-def test_hit_needs_the_gold_title_within_the_first_300_characters():
-    gold = "Where does Milvus store data?"
-    assert evaluation.is_hit(f"Product FAQ > {gold}\n\nIn MinIO.", gold)
-    assert evaluation.is_hit("x" * (300 - len(gold)) + gold, gold)
-    assert not evaluation.is_hit("x" * (301 - len(gold)) + gold, gold)
-    assert not evaluation.is_hit("where does milvus store data?", gold)  # exact text
+def result(name: str, ranks: list) -> Result:
+    return Result(name, name, ranks, [[] for _ in ranks])
 
 
-def test_first_hit_rank():
-    texts = ["Boot issues\n...", "Where does Milvus store data?\n...", "Gold\n..."]
-    assert evaluation.first_hit_rank(texts, "Where does Milvus store data?") == 2
-    assert evaluation.first_hit_rank(texts, "Gold") == 3
-    assert evaluation.first_hit_rank(texts, "Missing") is None
-    assert evaluation.first_hit_rank([], "Gold") is None
+def test_a_hit_needs_the_gold_title_within_the_first_300_characters():
+    assert evaluation.is_hit(
+        "Product FAQ > Where does Milvus store data?\n\n...", "Where does Milvus store data?"
+    )
+    assert not evaluation.is_hit(
+        "x" * 300 + "Where does Milvus store data?", "Where does Milvus store data?"
+    )
+    assert evaluation.first_hit_rank(["a", "b gold", "gold"], "gold") == 2
+    assert evaluation.first_hit_rank(["a"], "gold") is None
 
 
 def test_metrics_on_a_hand_made_case():
-    ranks = [1, 2, None, 4, 1, 11]  # 11: found, but below the MRR depth of 10
-    assert evaluation.hit_at(ranks, 1) == pytest.approx(2 / 6)
-    assert evaluation.hit_at(ranks, 3) == pytest.approx(3 / 6)
-    assert evaluation.mrr(ranks) == pytest.approx((1 + 1 / 2 + 1 / 4 + 1) / 6)
-    assert evaluation.summary(ranks) == {"n": 6, "hit@1": 0.3333, "hit@3": 0.5, "mrr": 0.4583}
-    curve = evaluation.hit_curve(ranks)
-    assert len(curve) == 10
-    assert curve[0] == pytest.approx(2 / 6) and curve[3] == pytest.approx(4 / 6)
-    assert curve == sorted(curve)
-    assert evaluation.summary([]) == {"n": 0, "hit@1": 0.0, "hit@3": 0.0, "mrr": 0.0}
+    r = result("s", [1, 2, None, 4])
+    assert r.metrics == {"n": 4, "hit@1": 0.25, "hit@3": 0.5, "mrr": round((1 + 0.5 + 0.25) / 4, 4)}
+    assert result("s", [11]).value("mrr") == 0.0  # deeper than DEPTH counts as none
 
 
-def _result(ranks, texts_per_question):
-    hits = [[retrieval.Hit(t, 1.0, "f.md", t) for t in texts] for texts in texts_per_question]
-    return evaluation.StrategyResult("entry-dense", "about", ranks, hits)
+def test_bootstrap_interval_brackets_the_mean_and_repeats():
+    values = np.array([1.0] * 80 + [0.0] * 20)
+    low, high = evaluation.bootstrap_interval(values)
+    assert low < 0.8 < high and 0.05 < high - low < 0.25
+    assert evaluation.bootstrap_interval(values) == (low, high)
+    assert evaluation.bootstrap_interval(np.ones(30)) == (1.0, 1.0)
 
 
-def test_write_output_keeps_the_top_k_texts(tmp_path):
-    questions = [Question("q1", "A"), Question("q2", "B")]
-    result = _result([1, None], [["A text", "B text", "C text"], ["C text"]])
-    out = tmp_path / "out.jsonl"
-    evaluation.write_output(out, questions, result, k=2)
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert lines == [
-        {"q": "q1", "gold": "A", "hits": ["A text", "B text"]},
-        {"q": "q2", "gold": "B", "hits": ["C text"]},
-    ]
+def test_the_default_is_the_simplest_candidate_within_the_best_ones_intervals():
+    best = result("entry-hybrid-weighted", [1] * 90 + [2] * 10)
+    close = result("entry-dense", [1] * 86 + [2] * 14)
+    far = result("entry-bm25", [1] * 50 + [None] * 50)
+    chosen, why = evaluation.choose_default({r.strategy: r for r in (far, close, best)})
+    assert chosen == "entry-dense" and "entry-hybrid-weighted" in why
+    chosen, _ = evaluation.choose_default({r.strategy: r for r in (far, best)})
+    assert chosen == "entry-hybrid-weighted"
+    assert evaluation.choose_default({"tutorial-dense": result("tutorial-dense", [1])})[0] is None
 
 
-def test_table_and_plot():
-    results = {"entry-dense": _result([1, 2], [["A"], ["B"]])}
+def test_table_shows_each_figure_with_its_interval_and_marks_the_default():
+    results = {"entry-dense": result("entry-dense", [1, 2, None, 1])}
     table = evaluation.format_table(results, default="entry-dense")
-    assert "entry-dense" in table and "0.500" in table and "*" in table
-    figure = evaluation.plot_hit_at_k(evaluation.hit_curves(results))
-    (line,) = figure.axes[0].get_lines()
-    assert list(line.get_xdata()) == list(range(1, 11))
-    assert list(line.get_ydata())[:2] == [0.5, 1.0]
+    row = table.splitlines()[2]
+    assert row.startswith("entry-dense") and row.endswith("*") and row.count("[") == 3
+    assert "95% bootstrap interval" in table.splitlines()[-1]
 
 
-# --------------------------------------------------------------------------- question files
+def test_plot_has_a_bar_with_an_error_bar_per_strategy_and_metric():
+    figure = evaluation.plot({n: result(n, [1, 2, None]) for n in ("entry-dense", "entry-bm25")})
+    axes = figure.axes[0]
+    assert len(axes.patches) == 2 * len(evaluation.METRICS)
+    assert [t.get_text() for t in axes.get_xticklabels()] == ["entry-dense", "entry-bm25"]
 
 
-def test_load_questions_skips_blank_lines(tmp_path):
+def test_write_hits_keeps_the_top_k_texts(tmp_path):
+    from milvus_rag.search import Hit
+
+    r = Result("s", "s", [1], [[Hit(f"t{i}", 1.0, "a.md", "T") for i in range(5)]])
+    out = tmp_path / "hits.jsonl"
+    evaluation.write_hits(out, [evaluation.Question("q", "g")], r, k=2)
+    assert json.loads(out.read_text()) == {"q": "q", "gold": "g", "hits": ["t0", "t1"]}
+    with pytest.raises(RagError, match="Cannot write.*writable path"):
+        evaluation.write_hits(
+            tmp_path / "missing" / "x.jsonl", [evaluation.Question("q", "g")], r, 2
+        )
+
+
+def test_question_files_skip_blank_lines(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text('{"q": " is milvus free ", "gold": "How much does Milvus cost?"}\n\n')
-    assert evaluation.load_questions(path) == [
-        Question("is milvus free", "How much does Milvus cost?")
-    ]
+    path.write_text('\n{"q": " a ", "gold": "b"}\n\n')
+    assert evaluation.load_questions(path) == [evaluation.Question("a", "b")]
 
 
 @pytest.mark.parametrize(
     "content, message",
     [
-        ('{"q": "a", "gold": "b"}\n{"q": "a",\n', r"Line 2 of q\.jsonl is not valid JSON"),
-        ('["a", "b"]\n', r"Line 1 of q\.jsonl is not a JSON object"),
-        ('{"q": "a"}\n', r'Line 1 of q\.jsonl has no non-empty string "gold"'),
-        ('{"q": "  ", "gold": "b"}\n', r'has no non-empty string "q"'),
-        ('{"q": 3, "gold": "b"}\n', r'has no non-empty string "q"'),
+        ("not json\n", r"Line 1 of q.jsonl is not valid JSON"),
+        ('["q"]\n', r"Line 1 of q.jsonl is not a JSON object"),
+        ('{"q": "x"}\n', r'Line 1 of q.jsonl has no non-empty string "gold"'),
+        ('{"q": "", "gold": "g"}\n', r'has no non-empty string "q"'),
         ("\n\n", r"has no questions"),
+        (b"\xff\xfe", r"Cannot read the question file .*UTF-8"),
     ],
 )
 def test_bad_question_files_say_which_line_and_what_to_do(tmp_path, content, message):
     path = tmp_path / "q.jsonl"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(RagError, match=message):
         evaluation.load_questions(path)
 
 
-def test_missing_question_file(tmp_path):
-    with pytest.raises(RagError, match="does not exist: give --questions"):
+def test_a_missing_question_file_names_the_format(tmp_path):
+    with pytest.raises(RagError, match=r"does not exist.*JSON-lines") as caught:
         evaluation.load_questions(tmp_path / "nope.jsonl")
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
 
 
-def test_project_question_set_loads():
-    from pathlib import Path
-
-    questions = evaluation.load_questions(
-        Path(__file__).resolve().parents[1] / "data/eval/questions.jsonl"
-    )
-    assert len(questions) >= 40
-    assert len({q.q for q in questions}) == len(questions)
-
-
-# --------------------------------------------------------------------------- the eval command
-
-FEW = [
-    {"q": "wher does milvus keep its metadata and the inserted data", "gold": "Where does Milvus store data?"},
-    {"q": "is milvus free", "gold": "How much does Milvus cost?"},
-    {"q": "etcd pod stuck in Pending state on k8s", "gold": "1. etcd pod pending"},
-]  # fmt: skip
-
-
-def _args(argv):
-    parser = argparse.ArgumentParser()
-    evaluation.add_eval_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def test_eval_command_on_a_few_questions(tmp_path, docs_zip, minilm, capsys):
-    questions = tmp_path / "few.jsonl"
-    questions.write_text("".join(json.dumps(q) + "\n" for q in FEW))
-    out = tmp_path / "out.jsonl"
-    config = pipeline.Config(
-        docs_source=str(docs_zip), uri=str(tmp_path / "x.db"), collection="evaltest"
-    )
-    args = _args(["--questions", str(questions), "--k", "2", "--output", str(out)])
-    assert evaluation.run_eval(args, minilm, config) == 0
-
-    printed = capsys.readouterr().out.strip().splitlines()
-    for name in retrieval.STRATEGIES:
-        assert any(line.startswith(name + " ") for line in printed), name
-    final = json.loads(printed[-1])
-    assert set(final) == {"n", "hit@1", "hit@3", "mrr"}
-    assert final["n"] == 3 and final["hit@3"] == 1.0
-
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [line["q"] for line in lines] == [q["q"] for q in FEW]
-    assert all(len(line["hits"]) == 2 for line in lines)
-    assert lines[0]["hits"][0].startswith("Product FAQ > Where does Milvus store data?")
-
-
-MINI_FAQ = """# Mini FAQ
-
-#### Where does Milvus store data?
-
-Inserted data go to object storage; metadata go to etcd.
-
-#### How much does Milvus cost?
-
-Milvus is free and open source.
-"""
-
-
-def test_eval_only_one_strategy_and_bad_arguments(tmp_path, minilm, capsys):
-    docs_zip = tmp_path / "mini.zip"
-    with zipfile.ZipFile(docs_zip, "w") as archive:
-        archive.writestr("en/faq/mini_faq.md", MINI_FAQ)
-    questions = tmp_path / "q.jsonl"
-    questions.write_text(
-        json.dumps(FEW[0]) + "\n" + json.dumps({"q": "price?", "gold": "Not a title"}) + "\n"
-    )
-    config = pipeline.Config(
-        docs_source=str(docs_zip), uri=str(tmp_path / "x.db"), collection="evaltest"
-    )
-    args = _args(["--questions", str(questions), "--strategy", "entry-bm25", "--only"])
-    assert evaluation.run_eval(args, minilm, config) == 0
-    captured = capsys.readouterr()
-    assert "entry-bm25" in captured.out and "tutorial-dense" not in captured.out
-    assert json.loads(captured.out.splitlines()[-1])["n"] == 2
-    assert "1 gold title(s) occur in no FAQ entry" in captured.err
-
-    with pytest.raises(RagError, match="folder of --output .* does not exist"):
-        evaluation.run_eval(
-            _args(["--questions", str(questions), "--output", str(tmp_path / "no/o.jsonl")]),
-            minilm,
-            config,
-        )
-    with pytest.raises(RagError, match="--k must be at least 1"):
-        evaluation.run_eval(_args(["--questions", str(questions), "--k", "0"]), minilm, config)
-    with pytest.raises(RagError, match="Unknown retrieval strategy 'nope'"):
-        evaluation.run_eval(
-            _args(["--questions", str(questions), "--strategy", "nope"]), minilm, config
-        )
+def test_the_project_question_sets_load_and_the_test_set_has_at_least_100():
+    root = project_root()
+    dev = evaluation.load_questions(root / "data" / "eval" / "dev.jsonl")
+    test = evaluation.load_questions(root / "data" / "eval" / "test.jsonl")
+    assert len(dev) == 62 and len(test) >= 100
+    assert not {q.q.lower() for q in dev} & {q.q.lower() for q in test}

@@ -1,8 +1,9 @@
-"""Helpers for the "Build RAG with Milvus" tutorial notebook: docs, embeddings, Milvus, LLM.
+"""Helpers for the "Build RAG with Milvus" tutorial notebook and its command line.
 
-The notebook shows each step's real Milvus and OpenAI calls; this package holds the
-plumbing around them (download and caching, configuration, model choice, the local
-answerer) and the command line ``python -m milvus_rag``.
+The notebook shows each step's real Milvus and OpenAI calls; this package holds what is around
+them. Data flows one way through its modules (see the README's "Layout"):
+config -> corpus -> chunking -> embedding -> index -> search -> generation, with evaluation on
+top and cli as the shell's face.
 """
 
 import os
@@ -12,27 +13,24 @@ import sys
 def _import_pymilvus() -> None:
     """Import pymilvus even when ``MILVUS_URI`` holds a Milvus Lite path.
 
-    pymilvus reads ``MILVUS_URI`` when it is first imported, for its ORM's default
-    connection, and refuses anything but an http(s) URL there, so ``import pymilvus``
-    fails with ``MILVUS_URI=./milvus_demo.db``. This project uses the same variable for
-    ``MilvusClient(uri=...)``, which does accept a path, so the variable is hidden from
-    that one import (and restored at once).
+    pymilvus reads ``MILVUS_URI`` when first imported (for its ORM's default connection) and
+    refuses anything but an http(s) URL there, so ``import pymilvus`` fails with
+    ``MILVUS_URI=./milvus_demo.db``. This project uses the same variable for
+    ``MilvusClient(uri=...)``, which accepts a path, so the variable is hidden from that one
+    import and put back at once: ``os.environ`` is left as it was found.
     """
-    uri = os.environ.get("MILVUS_URI")
-    if "pymilvus" in sys.modules or not uri or "://" in uri:
+    if "pymilvus" in sys.modules:
         return
-    del os.environ["MILVUS_URI"]
+    uri = os.environ.pop("MILVUS_URI", None)
+    if uri is not None and "://" in uri:
+        os.environ["MILVUS_URI"] = uri  # a server URL: pymilvus may read it
     try:
-        import pymilvus  # noqa: F401
+        import pymilvus  # noqa: F401  (now, while the variable is hidden: it reads it only once)
     finally:
-        os.environ["MILVUS_URI"] = uri
+        if uri is not None:
+            os.environ["MILVUS_URI"] = uri
 
 
 _import_pymilvus()
 
-from milvus_rag.errors import RagError, show_rag_errors_briefly  # noqa: E402
-
-show_rag_errors_briefly()
-
-__version__ = "0.1.0"
-__all__ = ["RagError", "__version__"]
+__version__ = "0.2.0"

@@ -1,6 +1,6 @@
-"""Split the FAQ into one piece per entry: a heading kept together with its answer.
+"""Split the docs into pieces: the tutorial's split, and one piece per FAQ entry.
 
-The tutorial splits the FAQ files on every ``"# "``, which cuts inside code blocks, keeps the
+Pure functions of the unzipped docs folder (see :mod:`milvus_rag.corpus`). The tutorial splits the FAQ files on every ``"# "``, which cuts inside code blocks, keeps the
 files' front matter and table-of-contents stubs as pieces of their own, and loses which file
 and which parent heading a piece came from. This module splits on Markdown headings instead:
 
@@ -23,8 +23,10 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from milvus_rag.docs import faq_files, faq_pieces, read_markdown
 from milvus_rag.errors import RagError
+
+FAQ_GLOB = "en/faq/*.md"
+"""The files the tutorial reads, relative to the unzipped docs folder."""
 
 PATH_SEPARATOR = " > "
 """Joins the heading path in an entry's first line."""
@@ -67,63 +69,6 @@ def link_words(markdown: str) -> str:
     words of its links.
     """
     return _LINK.sub(lambda m: "" if m.group(1) else m.group(2), markdown)
-
-
-MIN_VIEW_WORDS = 4
-"""A paragraph shorter than this many words is joined to the next one (``You can:``)."""
-
-
-def paragraphs(markdown: str) -> list[str]:
-    """The blank-line separated blocks of ``markdown``; a fenced code block stays in one piece.
-
-    A block that ends with ``:`` or has fewer than ``MIN_VIEW_WORDS`` words introduces the
-    next one (``You can:`` before a list) and is joined to it.
-    """
-    blocks: list[str] = []
-    lines: list[str] = []
-    fence: str | None = None
-    for line in markdown.split("\n"):
-        match = _FENCE.match(line)
-        if match:
-            fence = None if fence == match.group(1) else (fence or match.group(1))
-        if not line.strip() and fence is None:
-            if lines:
-                blocks.append("\n".join(lines).strip())
-                lines = []
-        else:
-            lines.append(line)
-    if lines:
-        blocks.append("\n".join(lines).strip())
-    joined: list[str] = []
-    carry = ""
-    for block in blocks:
-        block = f"{carry}\n{block}" if carry else block
-        if block.rstrip().endswith(":") or len(block.split()) < MIN_VIEW_WORDS:
-            carry = block
-            continue
-        carry = ""
-        joined.append(block)
-    if carry:
-        if joined:
-            joined[-1] = f"{joined[-1]}\n{carry}"
-        else:
-            joined.append(carry)
-    return joined
-
-
-def search_views(entry: Entry) -> list[str]:
-    """The texts under which ``entry`` is found: the whole entry, then each of its paragraphs.
-
-    Every paragraph view starts with the entry's heading path, so it still says what it is
-    about. One embedding of a long entry blurs its separate points together (and
-    all-MiniLM-L6-v2 reads only its first 256 tokens); a paragraph view matches a question
-    about one of those points closely. An entry of one paragraph has just the one view.
-    """
-    head, _, body = entry.search_text.partition("\n\n")
-    parts = paragraphs(body) if body else []
-    if len(parts) < 2:
-        return [entry.search_text]
-    return [entry.search_text] + [f"{head}\n\n{part}" for part in parts]
 
 
 def front_matter_title(text: str) -> str:
@@ -226,20 +171,45 @@ def split_entries(text: str, source: str, docs_root: Path | None = None) -> list
     return entries
 
 
-def load_tutorial_pieces(docs_dir: Path) -> list[Entry]:
-    """The tutorial's 72 pieces (``docs.split_like_tutorial``), with their source file.
+def read_markdown(path: Path) -> str:
+    """A docs file's text, with one clear sentence if it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RagError(
+            f"{path.name} is not UTF-8 text (byte {err.start}): re-save it as UTF-8 or use the "
+            "official docs zip."
+        ) from err
 
-    Texts are exactly the tutorial's, empty pieces included, so the baseline is faithful;
-    the title is a piece's first non-blank line.
+
+def faq_files(docs_dir: Path) -> list[Path]:
+    """The FAQ markdown files, sorted so that ids and orders repeat from run to run."""
+    files = sorted(Path(docs_dir).glob(FAQ_GLOB))
+    if not files:
+        raise RagError(
+            f"No {FAQ_GLOB} files in {docs_dir}: MILVUS_DOCS_ZIP must point at the Milvus docs "
+            "zip (milvus_docs_2.4.x_en.zip), which holds them."
+        )
+    return files
+
+
+def tutorial_pieces(docs_dir: Path) -> list[Entry]:
+    """The tutorial's split: every FAQ file's text cut at each ``"# "`` (72 pieces).
+
+    Texts are exactly the tutorial's, empty pieces included, so the baseline is faithful; the
+    title is a piece's first non-blank line, the source its file.
     """
     pieces: list[Entry] = []
-    for source, piece in faq_pieces(docs_dir):
-        lines = [line.strip() for line in piece.splitlines() if line.strip()]
-        pieces.append(Entry(text=piece, source=source, title=lines[0] if lines else ""))
+    for path in faq_files(docs_dir):
+        for piece in read_markdown(path).split("# "):
+            lines = [line.strip() for line in piece.splitlines() if line.strip()]
+            pieces.append(Entry(text=piece, source=path.name, title=lines[0] if lines else ""))
+    if not any(piece.text.strip() for piece in pieces):
+        raise RagError(f"The FAQ files in {docs_dir} are empty: use the official docs zip.")
     return pieces
 
 
-def load_faq_entries(docs_dir: Path) -> list[Entry]:
+def faq_entries(docs_dir: Path) -> list[Entry]:
     """Every entry of every FAQ file under the unzipped docs folder, in a stable order."""
     entries: list[Entry] = []
     for path in faq_files(docs_dir):
@@ -252,7 +222,7 @@ def load_faq_entries(docs_dir: Path) -> list[Entry]:
     return entries
 
 
-def load_doc_entries(docs_dir: Path) -> list[Entry]:
+def doc_entries(docs_dir: Path) -> list[Entry]:
     """Every section of every page of the docs (all of ``en/``, FAQ included), by headings.
 
     Each page is split like the FAQ: a heading with the text under it is one entry, its

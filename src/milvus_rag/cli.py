@@ -1,4 +1,9 @@
-"""``python -m milvus_rag``: ingest the FAQ, or ask a question, from the shell."""
+"""``python -m milvus_rag``: ingest the FAQ, ask a question, or measure retrieval, from the shell.
+
+The same functions as the notebook's improved pipeline, the same environment variables
+(:mod:`milvus_rag.config`). Every failure a user can cause ends in one ``error:`` line and
+exit code 1.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,9 @@ import argparse
 import json
 import sys
 
-from pymilvus.exceptions import MilvusException
-
-from milvus_rag import evaluation, pipeline
-from milvus_rag.embedding import load_embedding
-from milvus_rag.errors import RagError
-from milvus_rag.prompts import format_sources
-from milvus_rag.settings import env_int
+from milvus_rag import chunking, corpus, embedding, evaluation, generation, index, search
+from milvus_rag.config import collections, eval_questions, milvus_token, positive_int, setting
+from milvus_rag.errors import RagError, cause
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,77 +27,153 @@ def _parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--docs", default=None, help="docs zip: path or URL (env MILVUS_DOCS_ZIP)")
         p.add_argument("--uri", default=None, help="Milvus URI (env MILVUS_URI)")
-        p.add_argument("--collection", default=None, help="collection (env MILVUS_COLLECTION)")
+        p.add_argument(
+            "--collection", default=None, help="base collection name (env MILVUS_COLLECTION)"
+        )
 
     ingest = sub.add_parser(
-        "ingest",
-        help="split, embed and insert the FAQ into Milvus (idempotent: only changes are applied)",
+        "ingest", help="split, embed and insert the FAQ (idempotent: only changes are applied)"
     )
     ingest.add_argument("--rebuild", action="store_true", help="drop and recreate the collection")
     ingest.add_argument(
-        "--all-docs",
-        action="store_true",
+        "--all-docs", action="store_true",
         help="every page of the docs (all of en/), not only the FAQ, one piece per section",
-    )
+    )  # fmt: skip
     common(ingest)
-    ev = sub.add_parser("eval", help="measure retrieval quality on a labeled question set")
-    evaluation.add_eval_arguments(ev)
-    common(ev)
     ask = sub.add_parser("ask", help="answer a question from the FAQ (ingests first if needed)")
     ask.add_argument("question")
-    ask.add_argument(
-        "--k", type=int, default=None, help="how many pieces to retrieve (env RAG_TOP_K)"
-    )
-    ask.add_argument("--json", action="store_true", help="end with one JSON line")
+    ask.add_argument("--k", default=None, help="how many pieces to retrieve (env RAG_TOP_K)")
+    ask.add_argument("--json", action="store_true", help="print one JSON line instead of a stream")
     common(ask)
+    ev = sub.add_parser("eval", help="measure retrieval quality on a labeled question set")
+    ev.add_argument(
+        "--questions", default=None,
+        help='JSON lines of {"q": ..., "gold": FAQ title} (env RAG_EVAL_QUESTIONS; default: '
+        "the project's test set, data/eval/test.jsonl)",
+    )  # fmt: skip
+    ev.add_argument("--k", default="10", help="hits per question written by --output (default 10)")
+    ev.add_argument("--output", default=None, help="write each question's top-k texts (JSON lines)")
+    ev.add_argument(
+        "--strategy", default=search.DEFAULT_STRATEGY,
+        help=f"the strategy of the last JSON line and --output (default {search.DEFAULT_STRATEGY})",
+    )  # fmt: skip
+    ev.add_argument("--only", action="store_true", help="evaluate --strategy alone")
+    common(ev)
     return parser
-
-
-def _config(args: argparse.Namespace) -> pipeline.Config:
-    config = pipeline.Config()
-    config.docs_source = args.docs or config.docs_source
-    config.uri = args.uri or config.uri
-    config.collection = args.collection or config.collection
-    return config
 
 
 def _status(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _load_embedding(config: pipeline.Config):
-    embedding = load_embedding(config.embedding_model)
-    _status(f"Embedding model: {embedding.name}, dimension {embedding.dim} ({embedding.reason}).")
-    return embedding
+def _load_embedding() -> embedding.Embedding:
+    loaded = embedding.load_embedding(setting("EMBEDDING_MODEL"))
+    _status(f"Embedding model: {loaded.name}, dimension {loaded.dim} ({loaded.reason}).")
+    return loaded
+
+
+def _ingest(args, client, model, collection: str) -> dict:
+    docs_dir = corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
+    entries = chunking.doc_entries(docs_dir) if args.all_docs else chunking.faq_entries(docs_dir)
+    return index.sync(client, collection, model, entries, rebuild=args.rebuild)
+
+
+def _ask(args, client, model, collection: str) -> None:
+    k = positive_int("--k", args.k) if args.k is not None else positive_int("RAG_TOP_K")
+    model.check_question(args.question)
+    if not client.has_collection(collection):
+        args.all_docs = args.rebuild = False
+        _status(f"Collection {collection!r} does not exist yet: ingesting the FAQ first.")
+        _status(json.dumps(_ingest(args, client, model, collection)))
+    else:
+        index.check_collection(client, collection, model)
+        index.ensure_loaded(client, collection)
+    hits = search.search(client, collection, model, args.question, k, search.DEFAULT_STRATEGY)
+    messages = generation.build_messages([hit.text for hit in hits], args.question)
+    base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
+    llm = generation.client(base_url, key)
+    llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else "local-extractive"
+    pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages, not args.json)
+    if args.json:
+        hits_out = [hit.as_dict() for hit in hits]
+        print(json.dumps({"question": args.question, "hits": hits_out, "answer": "".join(pieces)}))
+        return
+    for piece in pieces:
+        print(piece, end="", flush=True)
+    print("\n\nSources:")
+    print(search.format_hits(hits))
+
+
+def _eval(args, client, model, names) -> None:
+    depth = positive_int("--k", args.k)
+    path = args.questions or eval_questions()
+    questions = evaluation.load_questions(path)
+    strategies = [args.strategy] if args.only else list(search.STRATEGIES)
+    docs_dir = corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
+    unknown = evaluation.unknown_golds(questions, chunking.faq_entries(docs_dir))
+    if unknown:
+        _status(f"Warning: {len(unknown)} gold title(s) head no FAQ entry: {unknown[:3]}")
+    try:
+        evaluation.build_collections(client, names, model, docs_dir, strategies)
+        results = evaluation.evaluate(client, names, model, questions, strategies)
+    finally:
+        evaluation.drop_collections(client, names)
+    chosen = results[args.strategy]
+    print(f"Retrieval on {path} (n={len(questions)}), "
+          f"embedding {model.name}:")  # fmt: skip
+    print(evaluation.format_table(results, default=search.DEFAULT_STRATEGY))
+    if not args.only:
+        verdict, why = evaluation.choose_default(results)
+        agrees = (
+            ""
+            if verdict == search.DEFAULT_STRATEGY
+            else (f" (the configured default is {search.DEFAULT_STRATEGY}: this set disagrees)")
+        )
+        print(f"\nDefault: {verdict}{agrees}. Why: {why}.")  # fmt: skip
+    missed = evaluation.misses(chosen, questions)
+    if missed:
+        print(f"\n{args.strategy}: first hit not at rank 1 for")
+        print("\n".join(missed))
+    if args.output:
+        evaluation.write_hits(args.output, questions, chosen, depth)
+        _status(f"Wrote {len(questions)} lines to {args.output}.")
+    print(json.dumps(chosen.metrics))
 
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = _config(args)
+    uri = args.uri or setting("MILVUS_URI")
+    names = collections(args.collection or setting("MILVUS_COLLECTION"))
+    index.check_uri(uri)  # what can be checked without the model fails before it loads
     if args.command == "ingest":
-        entries = pipeline.load_entries(config, whole_corpus=args.all_docs)  # fail fast on bad docs
-        result = pipeline.ingest(config, _load_embedding(config), entries, rebuild=args.rebuild)
-        print(json.dumps(result))
-        return 0
-    if args.command == "eval":
-        return evaluation.run_eval(args, _load_embedding(config), config)
-    k = args.k if args.k is not None else env_int("RAG_TOP_K")
-    if k < 1:
-        raise RagError(f"--k must be at least 1, not {k}.")
-    embedding = _load_embedding(config)
-    hits = pipeline.retrieve(config, embedding, args.question, k)
-    if args.json:
-        answer = pipeline.answer(config, embedding, args.question, hits)
-        print(json.dumps({"question": args.question, "hits": hits, "answer": answer}))
-        return 0
-    for part in pipeline.answer_stream(config, embedding, args.question, hits):
-        print(part, end="", flush=True)
-    print("\n\nSources:")
-    print(format_sources(hits))
+        corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
+    elif args.command == "ask":
+        if not args.question.strip():
+            raise RagError(
+                'The question is empty: ask something, e.g. "How is data stored in milvus?".'
+            )
+        positive_int("--k", args.k) if args.k is not None else positive_int("RAG_TOP_K")
+    else:
+        search.strategy_named(args.strategy)
+        positive_int("--k", args.k)
+    model = _load_embedding()
+    client = index.connect(uri, milvus_token())
+    try:
+        if args.command == "ingest":
+            print(json.dumps(_ingest(args, client, model, names.faq)))
+        elif args.command == "ask":
+            _ask(args, client, model, names.faq)
+        else:
+            _eval(args, client, model, names)
+    finally:
+        client.close()
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; a user-caused failure prints one ``error:`` line and returns 1."""
+    from pymilvus.exceptions import MilvusException
+
     try:
         return run(argv)
     except RagError as err:
@@ -104,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except MilvusException as err:
         print(
-            f"error: Milvus refused the request ({err.message}): check MILVUS_URI and the "
+            f"error: Milvus refused the request ({cause(err)}): check MILVUS_URI and the "
             "collection, or rebuild it with `python -m milvus_rag ingest --rebuild`.",
             file=sys.stderr,
         )

@@ -1,24 +1,43 @@
-"""The one exception type users see: a sentence that says what happened and what to do."""
+"""The one exception type users see: a sentence that says what happened, why, and what to do."""
+
+from __future__ import annotations
 
 import sys
 
 
 class RagError(Exception):
-    """A failure the user can fix; ``str(err)`` is the whole, self-contained message."""
+    """A failure the user can fix; ``str(err)`` is the whole message.
 
-
-def _show_briefly(shell, etype, value, tb, tb_offset=None):
-    """IPython handler: a RagError shows as its one sentence, not a traceback.
-
-    The cell still counts as failed (papermill and nbmake stop there).
+    Raised ``from`` the underlying exception, whose type and message the sentence names.
     """
-    print(f"{etype.__name__}: {value}", file=sys.stderr)
-    return [f"{etype.__name__}: {value}"]
 
 
-def show_rag_errors_briefly() -> None:
-    """In a Jupyter/IPython session, display RagError as one line; elsewhere do nothing."""
+def cause(err: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, short enough to quote inside a sentence."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def show_errors_briefly() -> None:
+    """In IPython (JupyterLab, Colab), show a ``RagError`` as its one sentence, no traceback.
+
+    The cell still counts as failed. A handler the user installed for other exception types
+    stays in place and is still called for those. Calling this again changes nothing.
+    """
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
-    if shell is not None:
-        shell.set_custom_exc((RagError,), _show_briefly)
+    if shell is None or RagError in shell.custom_exceptions:
+        return
+    others = tuple(shell.custom_exceptions)
+    previous = shell.CustomTB if others else None  # bound: (etype, value, tb, tb_offset)
+
+    def handler(shell, etype, value, tb, tb_offset=None):
+        if previous is not None and not issubclass(etype, RagError):
+            return previous(etype, value, tb, tb_offset)
+        print(f"{etype.__name__}: {value}", file=sys.stderr)
+        return [f"{etype.__name__}: {value}"]
+
+    shell.set_custom_exc((RagError, *others), handler)

@@ -1,36 +1,39 @@
-"""Measure retrieval: a labeled question set, hit@k and MRR, every strategy side by side.
+"""Measure retrieval: labeled questions, hit@k and MRR with bootstrap intervals, every strategy.
 
-A question set is JSON lines, one ``{"q": QUESTION, "gold": TITLE}`` per line, where TITLE is
-the FAQ entry's heading exactly as written in the docs. A retrieved piece is a *hit* when its
-text contains the gold title within its first ``HIT_WINDOW`` characters, so the measure works
-for any chunking (the tutorial's pieces and the FAQ entries both start with their heading).
-
-``python -m milvus_rag eval --questions FILE [--k K] [--output OUT.jsonl]`` ingests the FAQ
-into evaluation collections, runs every strategy of :mod:`milvus_rag.retrieval` on every
-question, prints a table per strategy, and ends with one JSON line for the default pipeline.
+A question set is JSON lines, one ``{"q": QUESTION, "gold": TITLE}`` per line, TITLE being the
+FAQ entry's heading as written in the docs. A retrieved piece is a *hit* when its text holds the
+gold title within its first ``HIT_WINDOW`` characters, so the measure works for any chunking
+(the tutorial's pieces and the FAQ entries both start with their heading). ``data/eval/README.md``
+says how the development and test sets were written and what each is for.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from milvus_rag import chunking, docs, retrieval, store
+import numpy as np
+
+from milvus_rag import chunking, index, search
+from milvus_rag.config import Collections
 from milvus_rag.errors import RagError
-from milvus_rag.settings import data_dir, milvus_token
 
 HIT_WINDOW = 300
 """A piece is a hit when the gold title occurs within its first this many characters."""
 
-CURVE_MAX_K = 10
-"""hit@k curves run k = 1..CURVE_MAX_K; MRR counts ranks up to this depth."""
+DEPTH = 10
+"""Hits retrieved per question: hit@k for k = 1..DEPTH, and MRR counts ranks up to here."""
 
-EVAL_SUFFIX = "_eval"
-"""Evaluation collections are ``<collection>_eval`` (and ``..._eval_tutorial``), dropped after."""
+BOOTSTRAP_SAMPLES = 2000
+"""Resamples of the questions for the 95% intervals (fixed seed: the same table every run)."""
+
+METRICS = ("hit@1", "hit@3", "mrr")
+
+CANDIDATES = ("entry-dense", "entry-bm25", "entry-hybrid-rrf", "entry-hybrid-weighted")
+"""Strategies that may be the default, simplest first. The tutorial's split is the baseline:
+its pieces cut answers at sub-headings, so the LLM would see fragments."""
 
 
 @dataclass(frozen=True)
@@ -40,42 +43,62 @@ class Question:
 
 
 @dataclass
-class StrategyResult:
+class Result:
     """One strategy's run over a question set."""
 
     strategy: str
     description: str
     ranks: list[int | None]
-    """1-based rank of the first hit per question (None: no hit in the retrieved pieces)."""
-    hits: list[list[retrieval.Hit]] = field(repr=False)
-    """The retrieved pieces per question, best first."""
+    """1-based rank of the first hit per question (None: none in the top ``DEPTH``)."""
+    hits: list[list[search.Hit]] = field(repr=False)
     seconds: float = 0.0
-    """Time spent searching (the questions are embedded once, beforehand, for all strategies)."""
+    """Time spent searching (questions are embedded once, before any strategy runs)."""
+
+    def scores(self, metric: str) -> np.ndarray:
+        """Per-question values of ``metric``: 1/0 for hit@k, 1/rank for MRR."""
+        ranks = np.array([r if r is not None else np.inf for r in self.ranks], dtype=float)
+        if metric == "mrr":
+            return np.where(ranks <= DEPTH, 1 / ranks, 0.0)
+        return (ranks <= int(metric.removeprefix("hit@"))).astype(float)
+
+    def value(self, metric: str) -> float:
+        return float(self.scores(metric).mean()) if self.ranks else 0.0
+
+    def interval(self, metric: str) -> tuple[float, float]:
+        return bootstrap_interval(self.scores(metric))
 
     @property
     def metrics(self) -> dict:
-        return summary(self.ranks)
+        return {"n": len(self.ranks), **{m: round(self.value(m), 4) for m in METRICS}}
 
-    @property
-    def curve(self) -> list[float]:
-        return hit_curve(self.ranks, CURVE_MAX_K)
+
+def bootstrap_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile-bootstrap interval of the mean of ``values`` (questions resampled)."""
+    if len(values) == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(values), size=(BOOTSTRAP_SAMPLES, len(values)))
+    means = values[picks].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def load_questions(path: str | Path) -> list[Question]:
     """The questions of a JSON-lines file; blank lines are skipped, anything else must parse."""
     path = Path(path)
+    example = '{"q": ..., "gold": ...}'
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
+    except FileNotFoundError as err:
         raise RagError(
-            f"The question file {str(path)!r} does not exist: give --questions a JSON-lines "
-            'file with one {"q": ..., "gold": ...} per line.'
-        ) from None
+            f"The question file {str(path)!r} does not exist: give a JSON-lines file with one "
+            f"{example} per line, e.g. data/eval/test.jsonl."
+        ) from err
     except (UnicodeDecodeError, IsADirectoryError, PermissionError) as err:
         raise RagError(
             f"Cannot read the question file {str(path)!r} ({type(err).__name__}): give a "
             "readable UTF-8 JSON-lines file."
-        ) from None
+        ) from err
     questions: list[Question] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -85,261 +108,162 @@ def load_questions(path: str | Path) -> list[Question]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise RagError(
-                f'{where} is not valid JSON ({err.msg}): write {{"q": ..., "gold": ...}} on it.'
-            ) from None
+                f"{where} is not valid JSON ({err.msg}): write {example} on it."
+            ) from err
         if not isinstance(record, dict):
-            raise RagError(f'{where} is not a JSON object: write {{"q": ..., "gold": ...}} on it.')
+            raise RagError(f"{where} is not a JSON object: write {example} on it.")
         for key in ("q", "gold"):
             value = record.get(key)
             if not isinstance(value, str) or not value.strip():
                 raise RagError(
-                    f'{where} has no non-empty string "{key}": give it the question ("q") '
-                    'and the FAQ title it should find ("gold").'
+                    f'{where} has no non-empty string "{key}": give it the question ("q") and '
+                    'the FAQ title it should find ("gold").'
                 )
         questions.append(Question(record["q"].strip(), record["gold"].strip()))
     if not questions:
-        raise RagError(
-            f'The question file {path.name} has no questions: add {{"q": ..., "gold": ...}} lines.'
-        )
+        raise RagError(f"The question file {path.name} has no questions: add {example} lines.")
     return questions
 
 
 def is_hit(text: str, gold: str) -> bool:
-    """Whether ``text`` contains ``gold`` within its first ``HIT_WINDOW`` characters."""
     return gold in text[:HIT_WINDOW]
 
 
 def first_hit_rank(texts: list[str], gold: str) -> int | None:
     """The 1-based rank of the first text that is a hit for ``gold``, or None."""
-    for rank, text in enumerate(texts, 1):
-        if is_hit(text, gold):
-            return rank
-    return None
+    return next((rank for rank, text in enumerate(texts, 1) if is_hit(text, gold)), None)
 
 
-def hit_at(ranks: list[int | None], k: int) -> float:
-    """Share of questions with a hit among the first ``k`` pieces."""
-    if not ranks:
-        return 0.0
-    return sum(1 for rank in ranks if rank is not None and rank <= k) / len(ranks)
+def unknown_golds(questions: list[Question], entries: list[chunking.Entry]) -> list[str]:
+    """The gold titles that head no FAQ entry: those questions could never score a hit."""
+    return sorted({q.gold for q in questions if not any(is_hit(e.text, q.gold) for e in entries)})
 
 
-def mrr(ranks: list[int | None], depth: int = CURVE_MAX_K) -> float:
-    """Mean reciprocal rank of the first hit (0 for none within ``depth``)."""
-    if not ranks:
-        return 0.0
-    return sum(1 / rank for rank in ranks if rank is not None and rank <= depth) / len(ranks)
-
-
-def hit_curve(ranks: list[int | None], max_k: int = CURVE_MAX_K) -> list[float]:
-    """hit@k for k = 1..max_k."""
-    return [hit_at(ranks, k) for k in range(1, max_k + 1)]
-
-
-def summary(ranks: list[int | None]) -> dict:
-    """``{"n", "hit@1", "hit@3", "mrr"}``, rounded to 4 places."""
-    return {
-        "n": len(ranks),
-        "hit@1": round(hit_at(ranks, 1), 4),
-        "hit@3": round(hit_at(ranks, 3), 4),
-        "mrr": round(mrr(ranks), 4),
+def build_collections(client, names: Collections, embedding, docs_dir: Path, strategies) -> None:
+    """(Re)create the evaluation collections the ``strategies`` need, with a BM25 field where
+    any of them searches by BM25 (Milvus 2.5+)."""
+    plans = {
+        "tutorial": (names.eval_tutorial, chunking.tutorial_pieces),
+        "entry": (names.eval_entries, chunking.faq_entries),
     }
+    for kind, (name, load) in plans.items():
+        chosen = [search.strategy_named(s) for s in strategies]
+        chosen = [s for s in chosen if s.chunking == kind]
+        if chosen:
+            index.sync(
+                client, name, embedding, load(docs_dir),
+                bm25=any(s.needs_bm25 for s in chosen), rebuild=True,
+            )  # fmt: skip
 
 
-class _QueryCache:
-    """An embedding wrapper that encodes each distinct question once per run."""
-
-    def __init__(self, embedding):
-        self._embedding = embedding
-        self._cache: dict[str, object] = {}
-        self.dim = embedding.dim
-
-    def encode_documents(self, texts):
-        return self._embedding.encode_documents(texts)
-
-    def encode_queries(self, texts):
-        missing = [text for text in dict.fromkeys(texts) if text not in self._cache]
-        if missing:
-            self._cache.update(zip(missing, self._embedding.encode_queries(missing), strict=True))
-        return [self._cache[text] for text in texts]
+def drop_collections(client, names: Collections) -> None:
+    for name in (names.eval_tutorial, names.eval_entries):
+        if client.has_collection(name):
+            client.drop_collection(name)
 
 
-def evaluate_strategies(
-    client,
-    collection: str,
-    embedding,
-    questions: list[Question],
-    strategies: list[str] | None = None,
-    depth: int = CURVE_MAX_K,
-) -> dict[str, StrategyResult]:
-    """Run each strategy (default: all) on each question against collections from ``ingest``."""
-    cached = _QueryCache(embedding)
-    cached.encode_queries([question.q for question in questions])  # once, outside the timings
-    results: dict[str, StrategyResult] = {}
-    for name in strategies or list(retrieval.STRATEGIES):
-        strategy = retrieval.strategy_named(name)
+def evaluate(
+    client, names: Collections, embedding, questions: list[Question], strategies: list[str]
+) -> dict[str, Result]:
+    """Run each strategy on each question against the collections of :func:`build_collections`."""
+    embedding.encode_queries([question.q for question in questions])  # embedded once, up front
+    results: dict[str, Result] = {}
+    for name in strategies:
+        strategy = search.strategy_named(name)
+        collection = names.eval_tutorial if strategy.chunking == "tutorial" else names.eval_entries
         started = time.perf_counter()
         hits = [
-            retrieval.search(client, collection, cached, question.q, depth, strategy=name)
+            search.search(client, collection, embedding, question.q, DEPTH, name)
             for question in questions
         ]
+        seconds = time.perf_counter() - started
         ranks = [
             first_hit_rank([hit.text for hit in found], question.gold)
             for found, question in zip(hits, questions, strict=True)
         ]
-        results[name] = StrategyResult(
-            name, strategy.description, ranks, hits, time.perf_counter() - started
-        )
+        results[name] = Result(name, strategy.description, ranks, hits, seconds)
     return results
 
 
-def hit_curves(results: dict[str, StrategyResult]) -> dict[str, list[float]]:
-    """hit@k for k = 1..10 per strategy, for :func:`plot_hit_at_k`."""
-    return {name: result.curve for name, result in results.items()}
+def choose_default(results: dict[str, Result]) -> tuple[str | None, str]:
+    """The simplest candidate whose hit@1, hit@3 and MRR all lie within the 95% interval of the
+    best candidate (highest MRR), and a sentence saying why."""
+    present = [name for name in CANDIDATES if name in results]
+    if not present:
+        return None, "no candidate strategy was run"
+    best = max(present, key=lambda name: results[name].value("mrr"))
+    bounds = {m: results[best].interval(m) for m in METRICS}
+    for name in present:
+        if all(bounds[m][0] <= results[name].value(m) <= bounds[m][1] for m in METRICS):
+            why = (
+                f"{name} is the simplest strategy whose hit@1, hit@3 and MRR all lie within the "
+                f"95% intervals of the best ({best})"
+            )
+            return name, why
+    return best, f"{best} is the best, and no simpler strategy lies within its intervals"
 
 
-def unknown_golds(questions: list[Question], texts: list[str]) -> list[str]:
-    """The gold titles that no text contains within its first ``HIT_WINDOW`` characters."""
-    return sorted({q.gold for q in questions if not any(is_hit(text, q.gold) for text in texts)})
-
-
-def format_table(results: dict[str, StrategyResult], default: str | None = None) -> str:
-    """A plain-text table: a row per strategy with n, hit@1, hit@3, hit@10, MRR, ms/question."""
-    header = (
-        f"{'strategy':<24}{'n':>5}{'hit@1':>8}{'hit@3':>8}{'hit@10':>8}{'MRR':>8}{'ms/q':>7}  about"
-    )
+def format_table(results: dict[str, Result], default: str | None = None) -> str:
+    """A plain-text table: per strategy, n and each metric with its 95% interval, ms/question."""
+    cell = 21
+    header = f"{'strategy':<24}{'n':>5}" + "".join(f"{m:>{cell}}" for m in METRICS) + "   ms/q"
     lines = [header, "-" * len(header)]
     for name, result in results.items():
-        m = result.metrics
-        per_question = 1000 * result.seconds / max(m["n"], 1)
-        mark = " *" if name == default else ""
-        lines.append(
-            f"{name:<24}{m['n']:>5}{m['hit@1']:>8.3f}{m['hit@3']:>8.3f}"
-            f"{hit_at(result.ranks, CURVE_MAX_K):>8.3f}{m['mrr']:>8.3f}{per_question:>7.0f}  "
-            f"{result.description}{mark}"
-        )
-    if default in results:
-        lines.append("* the default pipeline (retrieval.DEFAULT_STRATEGY)")
+        figures = ""
+        for metric in METRICS:
+            low, high = result.interval(metric)
+            figures += f"{result.value(metric):>8.3f} [{low:.2f}, {high:.2f}]"
+        per_question = 1000 * result.seconds / max(len(result.ranks), 1)
+        mark = "  *" if name == default else ""
+        lines.append(f"{name:<24}{len(result.ranks):>5}{figures}{per_question:>7.0f}{mark}")
+    lines.append("[low, high]: 95% bootstrap interval over questions" +
+                 ("; * the default (search.DEFAULT_STRATEGY)" if default in results else ""))  # fmt: skip
     return "\n".join(lines)
 
 
-def misses(result: StrategyResult, questions: list[Question], k: int = 1) -> list[str]:
-    """Lines naming the questions without a hit in the first ``k``, and what came first."""
+def misses(result: Result, questions: list[Question]) -> list[str]:
+    """Lines naming the questions without a hit at rank 1, and what came first instead."""
     lines = []
     for question, rank, found in zip(questions, result.ranks, result.hits, strict=True):
-        if rank is None or rank > k:
+        if rank != 1:
             top = found[0].title if found else "nothing"
             lines.append(f"  rank {rank or '-'}: {question.q!r} -> got {top!r}")
     return lines
 
 
-def write_output(
-    path: str | Path, questions: list[Question], result: StrategyResult, k: int
-) -> None:
+def write_hits(path: str | Path, questions: list[Question], result: Result, k: int) -> None:
     """One JSON line per question: ``{"q", "gold", "hits": [text of rank 1, ...]}`` (top k)."""
-    with open(path, "w", encoding="utf-8") as out:
-        for question, found in zip(questions, result.hits, strict=True):
-            record = {"q": question.q, "gold": question.gold, "hits": [h.text for h in found[:k]]}
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            for question, found in zip(questions, result.hits, strict=True):
+                hits = [hit.text for hit in found[:k]]
+                record = {"q": question.q, "gold": question.gold, "hits": hits}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    except OSError as err:
+        raise RagError(
+            f"Cannot write {str(path)!r} ({err.strerror}): give a writable path."
+        ) from err
 
 
-def plot_hit_at_k(curves: dict[str, list[float]]):
-    """A matplotlib Figure of hit@k against k, one line per strategy."""
+def plot(results: dict[str, Result]):
+    """A matplotlib Figure: hit@1, hit@3 and MRR per strategy with their 95% intervals."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7, 4.2))
+    figure = Figure(figsize=(8, 4.4))
     axes = figure.subplots()
-    for name, curve in curves.items():
-        axes.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
-    longest = max((len(curve) for curve in curves.values()), default=CURVE_MAX_K)
-    axes.set_xticks(range(1, longest + 1))
-    axes.set_xlabel("k (pieces retrieved)")
-    axes.set_ylabel("hit@k (share of questions)")
-    axes.set_ylim(0, 1.02)
-    axes.grid(True, alpha=0.3)
+    names = list(results)
+    width = 0.8 / len(METRICS)
+    for offset, metric in enumerate(METRICS):
+        values = np.array([results[name].value(metric) for name in names])
+        bounds = np.array([results[name].interval(metric) for name in names])
+        errors = np.vstack([values - bounds[:, 0], bounds[:, 1] - values])
+        positions = np.arange(len(names)) + (offset - 1) * width
+        axes.bar(positions, values, width, yerr=errors, capsize=3, label=metric)
+    axes.set_xticks(np.arange(len(names)), names, rotation=25, ha="right", fontsize="small")
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("share of questions (MRR: mean 1/rank)")
+    axes.grid(True, axis="y", alpha=0.3)
     axes.legend(loc="lower right", fontsize="small")
-    axes.set_title("Right FAQ entry among the first k pieces")
+    axes.set_title("Retrieval per strategy, with 95% bootstrap intervals")
     figure.tight_layout()
     return figure
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``eval`` subcommand's own options (the caller adds --docs, --uri, --collection)."""
-    parser.add_argument(
-        "--questions",
-        required=True,
-        help='JSON-lines file of {"q": QUESTION, "gold": FAQ TITLE}, e.g. data/eval/questions.jsonl',
-    )
-    parser.add_argument(
-        "--k", type=int, default=CURVE_MAX_K, help="hits per question in --output (default 10)"
-    )
-    parser.add_argument(
-        "--output", default=None, help="write one JSON line per question with its top-k texts"
-    )
-    parser.add_argument(
-        "--strategy",
-        default=retrieval.DEFAULT_STRATEGY,
-        help=f"the pipeline for the last JSON line and --output (default {retrieval.DEFAULT_STRATEGY})",
-    )
-    parser.add_argument(
-        "--only", action="store_true", help="evaluate --strategy alone, not every strategy"
-    )
-
-
-def _status(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def run_eval(args: argparse.Namespace, embedding, config) -> int:
-    """``python -m milvus_rag eval``: prints the table, then one JSON line; returns 0."""
-    started = time.perf_counter()
-    if args.k < 1:
-        raise RagError(f"--k must be at least 1, not {args.k}.")
-    retrieval.strategy_named(args.strategy)
-    questions = load_questions(args.questions)
-    if args.output and not Path(args.output).resolve().parent.is_dir():
-        raise RagError(
-            f"The folder of --output {args.output!r} does not exist: create it or give another path."
-        )
-    strategies = [args.strategy] if args.only else list(retrieval.STRATEGIES)
-    depth = max(args.k, CURVE_MAX_K)
-    docs_dir = docs.prepare_docs(config.docs_source, data_dir())
-    unknown = unknown_golds(questions, [e.text for e in chunking.load_faq_entries(docs_dir)])
-    if unknown:
-        _status(
-            f"Warning: {len(unknown)} gold title(s) occur in no FAQ entry, so those questions "
-            f"can never score a hit (check the spelling): {unknown[:3]}"
-        )
-    client = store.connect(config.uri, milvus_token())
-    collection = config.collection + EVAL_SUFFIX
-    tutorial = any(retrieval.strategy_named(s).chunking == "tutorial" for s in strategies)
-    try:
-        counts = retrieval.ingest(client, collection, embedding, docs_dir, tutorial=tutorial)
-        _status("Ingested " + ", ".join(f"{name}: {n} pieces" for name, n in counts.items()) + ".")
-        results = evaluate_strategies(client, collection, embedding, questions, strategies, depth)
-    finally:
-        for name in (collection, collection + retrieval.TUTORIAL_SUFFIX):
-            try:
-                if client.has_collection(name):
-                    client.drop_collection(name)
-            except Exception:  # cleaning up must not hide the real error
-                pass
-        client.close()
-    print(f"Retrieval on {args.questions} (n={len(questions)}), embedding {embedding.name}:")
-    print(format_table(results, default=args.strategy))
-    chosen = results[args.strategy]
-    missed = misses(chosen, questions)
-    if missed:
-        print(f"\n{args.strategy}: first hit not at rank 1 for")
-        print("\n".join(missed))
-    if args.output:
-        try:
-            write_output(args.output, questions, chosen, args.k)
-        except OSError as err:
-            raise RagError(
-                f"Cannot write --output {args.output!r} ({err.strerror}): give a writable path."
-            ) from None
-        _status(f"Wrote {len(questions)} lines to {args.output}.")
-    _status(f"Eval took {time.perf_counter() - started:.1f} s.")
-    print(json.dumps(chosen.metrics))
-    return 0

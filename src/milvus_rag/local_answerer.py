@@ -1,13 +1,20 @@
 """A small OpenAI-compatible chat-completions server that answers from the prompt's context.
 
 It stands in for an LLM when none is configured, so the tutorial's generation step runs
-unchanged with the real ``openai`` client. Its answer is the best-ranked passage's own
-sentences, trimmed to those closest to the question (by the same embedding model as the
-retrieval) when the passage is long. It never invents text, and listens on 127.0.0.1 only.
+unchanged with the real ``openai`` client. Like an LLM, it reads only the request: the
+``<context>`` and ``<question>`` of the user message. Its answer is the first passage's own
+sentences, trimmed to those sharing the most words with the question when the passage is
+long. It never invents text and listens on 127.0.0.1 only; one server per process serves
+every client, and it stops when the process exits.
+
+It is a real HTTP server (not an in-process ``httpx`` transport) so that the notebook's
+``OpenAI(api_key=..., base_url=...)`` cell is the tutorial's, unchanged, and so that any other
+OpenAI-compatible tool can be pointed at it.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
 import threading
@@ -15,15 +22,14 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
-
-from milvus_rag.prompts import parse_user_prompt
-
 MODEL_NAME = "local-extractive"
 MAX_SENTENCES = 5
 NO_ANSWER = "The provided context does not contain an answer to this question."
 
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_CONTEXT = re.compile(r"^<context>\n(.*?)\n</context>$", re.S | re.M)
+_QUESTION = re.compile(r"^<question>\n(.*?)\n</question>$", re.S | re.M)
+_WORD = re.compile(r"[a-z0-9]+")
 _FRONT_MATTER = re.compile(r"^[a-z_]+: ")  # "id: ...", "summary: ..." lines of a page header
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 
@@ -74,35 +80,34 @@ def numbered_sections(context: str) -> list[tuple[int | None, list[str]]]:
     return [(number, sentences) for number, sentences in sections if sentences]
 
 
-def context_sections(context: str) -> list[list[str]]:
-    """The sentences of each passage of the context, in rank order (see numbered_sections)."""
-    return [sentences for _, sentences in numbered_sections(context)]
+def parse_user_prompt(prompt: str) -> tuple[str, str]:
+    """The (context, question) inside the tutorial's user prompt; no tags: all question."""
+    context = _CONTEXT.search(prompt)
+    question = _QUESTION.search(prompt)
+    return (
+        context.group(1) if context else "",
+        question.group(1).strip() if question else prompt.strip(),
+    )
 
 
-class ExtractiveAnswerer:
-    """Answers a question with sentences of the best-ranked passage of the context.
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
 
-    The answer is that passage's own sentences, in order; if it has more than
-    ``max_sentences``, the ones closest to the question (by the embedding model) are kept.
-    """
 
-    def __init__(self, embedding, max_sentences: int = MAX_SENTENCES):
-        self.embedding = embedding
-        self.max_sentences = max_sentences
-
-    def answer(self, context: str, question: str) -> str:
-        sections = numbered_sections(context)
-        if not sections or not question.strip():
-            return NO_ANSWER
-        number, sentences = sections[0]
-        if len(sentences) > self.max_sentences:
-            vectors = np.asarray(self.embedding.encode_documents(sentences), dtype=np.float32)
-            query = np.asarray(self.embedding.encode_queries([question])[0], dtype=np.float32)
-            norms = np.linalg.norm(vectors, axis=1) * np.linalg.norm(query) + 1e-12
-            keep = sorted(np.argsort(-(vectors @ query) / norms)[: self.max_sentences])
-            sentences = [sentences[i] for i in keep]
-        citation = f" [{number}]" if number is not None else ""
-        return " ".join(sentences) + citation
+def extract_answer(context: str, question: str, max_sentences: int = MAX_SENTENCES) -> str:
+    """The first passage's sentences, cited; if more than ``max_sentences``, those sharing the
+    most words with the question, in their order. ``NO_ANSWER`` without context or question."""
+    sections = numbered_sections(context)
+    if not sections or not question.strip():
+        return NO_ANSWER
+    number, sentences = sections[0]
+    if len(sentences) > max_sentences:
+        asked = _words(question)
+        overlap = [len(asked & _words(sentence)) for sentence in sentences]
+        best = sorted(range(len(sentences)), key=lambda i: (-overlap[i], i))[:max_sentences]
+        sentences = [sentences[i] for i in sorted(best)]
+    citation = f" [{number}]" if number is not None else ""
+    return " ".join(sentences) + citation
 
 
 def _text_of(content) -> str:
@@ -177,8 +182,13 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        context, question = parse_user_prompt(user)
-        answer = self.server.answerer.answer(context, question)
+        try:
+            answer = extract_answer(*parse_user_prompt(user))
+        except Exception as err:  # a bug here must reach the client as what it is
+            self._send_json(
+                500, {"error": {"message": f"{type(err).__name__}: {err}", "type": "server_error"}}
+            )
+            return
         model = request.get("model") or MODEL_NAME
         ident, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         if request.get("stream"):
@@ -233,15 +243,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    answerer: ExtractiveAnswerer
 
 
 class LocalAnswererServer:
-    """The server, running in a daemon thread on 127.0.0.1 and a free port."""
+    """The server, running in a daemon thread on 127.0.0.1 and a port the system picks."""
 
-    def __init__(self, embedding, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self._server = _Server((host, port), _Handler)
-        self._server.answerer = ExtractiveAnswerer(embedding)
         self._thread = threading.Thread(
             target=self._server.serve_forever, daemon=True, name="milvus-rag-local-answerer"
         )
@@ -261,3 +269,17 @@ class LocalAnswererServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_running: LocalAnswererServer | None = None
+_lock = threading.Lock()
+
+
+def base_url() -> str:
+    """The URL of this process's local answerer, started on first use and closed at exit."""
+    global _running
+    with _lock:
+        if _running is None:
+            _running = LocalAnswererServer()
+            atexit.register(_running.close)
+        return _running.base_url

@@ -1,0 +1,46 @@
+"""Test doubles for the fast tests, where the embedding model is not the point."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from milvus_rag.errors import RagError
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+class FakeEmbedding:
+    """A deterministic bag-of-words embedding: each word hashed to one of ``dim`` axes.
+
+    Texts sharing words get close vectors, so a question quoting a FAQ title finds it; it
+    loads in no time and needs no model. Counts its calls, so tests can check what was embedded.
+    """
+
+    name = "fake (hashed bag of words)"
+    reason = "test double"
+
+    def __init__(self, dim: int = 256):
+        self.dim = dim
+        self.embedded: list[str] = []
+
+    def _vector(self, text: str) -> np.ndarray:
+        vector = np.zeros(self.dim, dtype=np.float32)
+        for word in _WORD.findall(text.lower()):
+            axis = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % self.dim
+            vector[axis] += 1.0
+        norm = np.linalg.norm(vector)
+        return vector / norm if norm else vector + 1 / np.sqrt(self.dim)
+
+    def encode_documents(self, texts: list[str]) -> list[np.ndarray]:
+        self.embedded.extend(texts)
+        return [self._vector(text) for text in texts]
+
+    def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
+        return [self._vector(text) for text in texts]
+
+    def check_question(self, question: str) -> None:
+        if not question.strip():
+            raise RagError("The question is empty: ask something.")
