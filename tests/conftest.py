@@ -1,20 +1,17 @@
 """Fixtures shared by the tests (the session's environment is set in ../conftest.py)."""
 
-import json
 import os
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support, tests/helpers
 
+from support.endpoints import CANARY_KEY, FailingEndpoint  # noqa: E402
 from support.fakes import FakeEmbedding  # noqa: E402
-
-CANARY_KEY = "sk-canary-DO-NOT-PRINT-4f1c2a"
-"""A key-shaped secret: tests set it and check that it never appears in any output."""
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,37 +68,6 @@ def lite_uri(tmp_path) -> str:
 @pytest.fixture()
 def canary_key() -> str:
     return CANARY_KEY
-
-
-class FailingEndpoint(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that answers every request with ``status``.
-
-    Status 0 means it never answers (the client times out). The error body echoes the key's
-    start, as some providers do, so that tests can check it is never shown for 401/403.
-    """
-
-    status = 500
-    requests: list = []
-    message = f"Incorrect API key provided: {CANARY_KEY[:8]}..."
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        type(self).requests.append(self.headers.get("Authorization", ""))
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.status == 0:
-            threading.Event().wait(5)
-            return
-        body = json.dumps(
-            {"error": {"message": self.message, "type": "error", "code": str(self.status)}}
-        ).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("retry-after-ms", "10")  # keep the client's own retries quick
-        self.end_headers()
-        self.wfile.write(body)
 
 
 @pytest.fixture()

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterator
 
 from milvus_rag.chunking import Entry
@@ -254,6 +255,7 @@ def batches(items: list, desc: str = "Embedding") -> Iterator[list]:
             batch = items[start : start + INSERT_BATCH]
             yield batch
             bar.update(len(batch))
+    sys.stderr.flush()  # the bar's last newline now, not as a stray output after the cell's own
 
 
 def embed_documents(embedding, texts: list[str]) -> list:
