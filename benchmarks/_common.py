@@ -1,11 +1,26 @@
-"""Shared helpers for the benchmark scripts: the machine, memory, percentiles, tables."""
+"""Shared helpers for the benchmark scripts: the machine, memory, percentiles, tables.
+
+Importing it also puts the repository's ``tests/`` folder on ``sys.path``, so that the scripts
+can use the test support code that starts real Milvus servers (``support.milvus_servers``):
+benchmark and test infrastructure, not part of the ``milvus_rag`` package.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository's checkout."""
+
+SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
+"""Where this project's machines keep the docs zip (the default of ``--docs``)."""
+
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
 
 
 def _cpuinfo_model() -> str:

@@ -23,8 +23,13 @@ consistency "Strong") and measures, on seeded random 384-d unit vectors:
 The second ("reopen") opens the same folder again, as every ``python -m milvus_rag ask`` does,
 and times opening, ``load_collection`` and the first search, with the RSS once loaded.
 
+The server mode uses ``support.milvus_servers`` (the tests' support code, under ``tests/``):
+engine ``lite3``, the same milvus-lite as the embedded mode, run as ``milvus-lite server``.
+
 Figures only: nothing here asserts a timing. A size whose projected time (linear from the
-previous size) exceeds ``--max-case-s``, or that runs past it, is skipped with the reason printed.
+previous size) exceeds ``--max-case-s``, or that runs past it, is skipped with the reason printed;
+those are the only skips. Any other failure of a case (a child process that exits non-zero, a
+server that does not start or stop cleanly) stops the benchmark with the error and exit code 1.
 """
 
 from __future__ import annotations
@@ -51,15 +56,18 @@ from _common import (  # noqa: E402
     print_machine,
     proc_status_kib,
 )
-
-from milvus_rag.lite_server import start as start_server  # noqa: E402
-from milvus_rag.lite_server import stop as stop_server  # noqa: E402
+from support.milvus_servers import start as start_server  # noqa: E402  (tests/, via _common)
 
 hide_lite_path_uri()
 
 COLLECTION = "bench"
 MODES = ("embedded", "grpc")
 QUERY_STREAM = 10**6  # the seed stream of the query vectors (data batches use 0, 1, 2, ...)
+SERVER_ENGINE = "lite3"  # support.milvus_servers' name for `milvus-lite server` of this venv
+
+
+class CaseFailed(RuntimeError):
+    """A case that failed (not one skipped by a --max-case-s limit): the benchmark stops."""
 
 
 def log(message: str) -> None:
@@ -131,19 +139,21 @@ def open_holder(mode: str, workdir: Path):
         client = MilvusClient(uri=str(data_dir))
         return client, str(data_dir), data_dir, os.getpid(), None
     data_dir = workdir / "server-data"
-    server, uri = start_server(data_dir, workdir / "server.log")
+    server = start_server(SERVER_ENGINE, data_dir, workdir / "server.log")
     try:
-        client = MilvusClient(uri=uri)
-    except Exception:
-        stop_server(server)
+        client = MilvusClient(uri=server.uri)
+    except BaseException:
+        server.stop()
         raise
-    return client, uri, data_dir, server.pid, server
+    return client, server.uri, data_dir, server.process.pid, server
 
 
 def close_holder(client, uri: str, server) -> None:
     client.close()
     if server is not None:
-        stop_server(server)
+        code = server.stop()
+        if code != 0:
+            raise CaseFailed(f"the {server.engine} server exited with code {code} on stop")
     else:
         from milvus_lite.server_manager import server_manager_instance
 
@@ -301,7 +311,10 @@ def run_child(phase: str, mode: str, size: int, args, workdir: Path, timeout_s: 
         child.communicate()
         return {"skipped": f"{phase} did not finish within {timeout_s:.0f} s (killed)"}
     if child.returncode != 0 or not out.strip():
-        return {"skipped": f"{phase} failed (exit code {child.returncode}, see stderr)"}
+        raise CaseFailed(
+            f"{phase} of {mode} {size:,} failed (exit code {child.returncode}; its error is "
+            "printed above)"
+        )
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -418,11 +431,12 @@ def report(results: list[dict], args) -> None:
             ],
         )
     )
-    skipped = [r for r in results if "skipped" in r]
+    skipped = [(r, r["skipped"]) for r in results if "skipped" in r]
+    skipped += [(r, f"reopen: {r['reopen']['skipped']}") for r in done if "skipped" in r["reopen"]]
     if skipped:
-        print("\n## Skipped\n")
-        for r in skipped:
-            print(f"- {r['mode']} {r['size']:,}: {r['skipped']}")
+        print("\n## Skipped (over --max-case-s)\n")
+        for r, reason in skipped:
+            print(f"- {r['mode']} {r['size']:,}: {reason}")
     for r in done:
         if r["count_after_insert"] != r["size"]:
             print(

@@ -2,31 +2,43 @@
 
     python benchmarks/bench_pipeline.py                  # Milvus Lite in a temporary .db folder
     python benchmarks/bench_pipeline.py --server         # ... or a `milvus-lite server` it starts
+    python benchmarks/bench_pipeline.py --server lite25  # ... or Milvus's C++ engine (2.5.1)
     python benchmarks/bench_pipeline.py --uri http://127.0.0.1:19530   # ... or a server you run
     python benchmarks/bench_pipeline.py --whole-corpus   # also every en/**/*.md, split on "# "
 
-Uses the helper package's own functions, as ``python -m milvus_rag ingest`` does:
-``docs.prepare_docs`` / ``load_faq_pieces``, ``embedding.load_embedding("minilm")``,
-``store.connect`` / ``embed_in_batches`` / ``recreate_collection`` / ``rows_for`` / ``search``.
+Part 1, the tutorial's path, with the calls the notebook's cells make: ``corpus.prepare_docs``;
+every ``en/faq/*.md`` split on ``"# "`` (72 pieces); ``embedding.load_embedding("minilm")``;
+``index.connect``; ``client.create_collection(name, dimension, metric_type="IP",
+consistency_level="Strong")`` after dropping it; ``index.embed_documents``; ``client.insert``
+of ``{"id", "vector", "text", "source"}`` rows; ``client.search`` with ``encode_queries``.
 
-Ingest (``--runs`` times, median reported): pieces per second end to end, split into embedding
-(``embed_in_batches``) and Milvus (``recreate_collection`` + ``insert``) time. The model's own
-work is measured by timing every ``SentenceTransformer.encode`` call (tokenizing, the forward
-pass, pooling) and, inside it, the torch forward pass alone (a forward hook); everything else is
-overhead. Query: p50 / p95 of embed + search and of search alone over ``--questions`` questions
-made from the FAQ titles (repeated with small perturbations), on the FAQ collection.
+Ingest (``--runs`` times after a warm-up, median reported): pieces per second end to end, split
+into embedding (``index.embed_documents``) and Milvus (drop + create, then ``insert``) time. The
+model's own work is measured by timing every ``SentenceTransformer.encode`` call (tokenizing,
+the forward pass, pooling) and, inside it, the torch forward pass alone (a forward hook);
+everything else is overhead. Query: p50 / p95 of embed + search and of search alone over
+``--questions`` questions made from the FAQ titles (repeated with small perturbations).
+``Embedding`` keeps the vectors of the texts it has embedded, so every measured ingest and
+question uses a fresh ``Embedding`` around the same loaded model (nothing cached); the script
+fails if the model did not run where it should have.
 
-Then (unless ``--skip-cli-pipeline``) the command line's own pipeline, which has moved on from
-the tutorial's split: ``pipeline.load_entries`` / ``pipeline.ingest`` (FAQ entries and their
-paragraphs, idempotent) timed once with ``rebuild`` and once with nothing to do, and
-``pipeline.retrieve`` (the package's default retrieval strategy) over the same questions.
+Part 2 (unless ``--skip-cli-pipeline``), the command line's own pipeline, run in this process
+through ``milvus_rag.cli.main`` exactly as ``python -m milvus_rag`` runs it (each call loads the
+model, connects, and closes its client): ``ingest --rebuild`` (61 FAQ entries, one row each),
+``ingest`` again with nothing to do, and ``ask --json`` for the first ``--ask-questions``
+questions (retrieval, then the local answerer). Every call must exit 0. Then the retrieval that
+``ask`` runs (``search.search`` with ``search.DEFAULT_STRATEGY``) over all the questions, with
+this process's model and client, for p50 / p95 without the per-call model load.
 
-Figures only: nothing here asserts a timing.
+Figures only: nothing here asserts a timing. Any failure exits non-zero with the error; nothing
+is skipped except what ``--skip-cli-pipeline`` leaves out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import random
@@ -35,13 +47,16 @@ import statistics
 import sys
 import tempfile
 import time
+from glob import glob
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-os.environ.setdefault("TQDM_DISABLE", "1")  # embed_in_batches' progress bar
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAG_PROGRESS", "text")  # plain tqdm bars on stderr, not widgets
+os.environ["EMBEDDING_MODEL"] = "minilm"  # the CLI part loads the same packaged model
 
 from _common import (  # noqa: E402
+    SHARED_ZIP,
     latency_summary_ms,
     markdown_table,
     mib,
@@ -51,20 +66,32 @@ from _common import (  # noqa: E402
 
 import milvus_rag  # noqa: E402, F401  (before pymilvus: it copes with MILVUS_URI set to a path)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
 PREFIXES = ("", "", "Quick question: ", "In Milvus, ", "Please tell me: ", "FAQ: ")
+BASE_COLLECTION = "bench_rag"  # the tutorial's collection; the CLI's is "<base>_faq"
+CORPUS_COLLECTION = "bench_rag_corpus"
+SERVER_ENGINES = ("lite3", "lite25")
+
+
+class CliFailed(RuntimeError):
+    """``python -m milvus_rag ...`` (``cli.main``) returned a non-zero exit code."""
 
 
 class ModelClock:
-    """Accumulates time spent in ``SentenceTransformer.encode`` and in its torch forward pass."""
+    """Accumulates time spent in ``SentenceTransformer.encode`` and in its torch forward pass.
 
-    def __init__(self, sentence_transformer):
+    ``attach`` instruments one loaded model; the command line loads its own on every call, so
+    ``load_embedding`` is wrapped too (:meth:`watch_loads`) to attach to those as well and to
+    time the loads themselves. The instrumentation only measures: it calls the originals.
+    """
+
+    def __init__(self):
         self.encode_s = 0.0
         self.forward_s = 0.0
+        self.load_s = 0.0
         self.encode_calls = 0
         self._started: list[float] = []
-        self._model = sentence_transformer
+
+    def attach(self, sentence_transformer) -> None:
         original = sentence_transformer.encode
 
         def encode(*args, **kwargs):
@@ -81,12 +108,52 @@ class ModelClock:
         )
         sentence_transformer.register_forward_hook(self._forward_done)
 
+    def watch_loads(self) -> None:
+        """Time every ``embedding.load_embedding`` (as the CLI calls it) and attach to its model."""
+        from milvus_rag import embedding
+
+        original = embedding.load_embedding
+
+        def load_embedding(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                loaded = original(*args, **kwargs)
+            finally:
+                self.load_s += time.perf_counter() - start
+            self.attach(loaded.function.model)
+            return loaded
+
+        embedding.load_embedding = load_embedding
+
     def _forward_done(self, *_):
         self.forward_s += time.perf_counter() - self._started.pop()
 
     def reset(self) -> None:
-        self.encode_s = self.forward_s = 0.0
+        self.encode_s = self.forward_s = self.load_s = 0.0
         self.encode_calls = 0
+
+
+def uncached(embedding):
+    """A new ``Embedding`` around the same loaded model, with nothing embedded yet.
+
+    ``Embedding`` keeps the vectors of the texts it has embedded (per object), so a second
+    ingest of the same pieces, or a repeated question, would cost nothing and time nothing:
+    every measured ingest and question gets a fresh one (made outside the timed part).
+    """
+    from milvus_rag.embedding import Embedding
+
+    return Embedding(embedding.function, embedding.name, embedding.dim, embedding.reason)
+
+
+def require_encoded(clock: ModelClock, calls: int | None, what: str) -> None:
+    """Fail if the model did not run for ``what`` (``calls`` encode calls, or at least one)."""
+    ran = clock.encode_calls >= 1 and clock.forward_s > 0
+    if not ran or (calls is not None and clock.encode_calls != calls):
+        raise RuntimeError(
+            f"{what}: the model ran {clock.encode_calls} times, expected "
+            f"{calls if calls is not None else 'at least once'}; vectors cached somewhere would "
+            "make these figures wrong"
+        )
 
 
 def timed(fn, *args, **kwargs):
@@ -95,50 +162,73 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def faq_entries(docs_dir: Path) -> list[tuple[str, str]]:
-    """(source file, piece) for every FAQ piece, as ``pipeline.load_pieces`` returns them."""
-    from milvus_rag import docs
-
-    if hasattr(docs, "faq_pieces"):
-        return docs.faq_pieces(docs_dir)
-    return [("", piece) for piece in docs.load_faq_pieces(docs_dir)]
+FAQ_PATTERN = "en/faq/*.md"
+CORPUS_PATTERN = "en/**/*.md"
 
 
-def hit_text(hit) -> str:
-    """The text of a ``store.search`` hit (a dict; a (text, distance) pair in older versions)."""
-    return hit["text"] if isinstance(hit, dict) else hit[0]
+def tutorial_pieces(docs_dir: Path, pattern: str = FAQ_PATTERN) -> tuple[int, list, list]:
+    """(files, text_lines, sources), as the notebook's cell builds them: each file split on "# ".
 
-
-def ingest_once(client, embedding, clock: ModelClock, pieces, collection: str, insert_batch: int):
-    """The CLI's ingest (``pipeline.ingest``) step by step, timed; returns the figures.
-
-    ``pieces`` are (source, text) pairs, as ``pipeline.ingest`` passes them to ``rows_for``.
+    The source is the file's name, as in the notebook (its path under the docs for the corpus).
     """
-    from milvus_rag import store
+    text_lines, sources = [], []
+    files = sorted(glob(f"{docs_dir}/{pattern}", recursive=True))
+    for file_path in files:
+        with open(file_path, encoding="utf-8") as file:
+            file_text = file.read()
+        pieces = file_text.split("# ")
+        text_lines += pieces
+        source = (
+            os.path.basename(file_path)
+            if pattern == FAQ_PATTERN
+            else os.path.relpath(file_path, docs_dir)
+        )
+        sources += [source] * len(pieces)
+    return len(files), text_lines, sources
 
+
+def ingest_once(client, embedding, clock: ModelClock, text_lines, sources, collection, batch):
+    """The notebook's ingest cells, timed: embed, drop + create (quick setup), insert."""
+    from milvus_rag.index import CONSISTENCY_LEVEL, METRIC_TYPE, embed_documents
+
+    embedding = uncached(embedding)
     clock.reset()
-    texts = [text for _, text in pieces]
-    vectors, embed_s = timed(store.embed_in_batches, embedding.encode_documents, texts)
-    _, recreate_s = timed(store.recreate_collection, client, collection, embedding.dim)
+    vectors, embed_s = timed(embed_documents, embedding, text_lines)
+    require_encoded(clock, None, f"embedding the {len(text_lines)} pieces")
     start = time.perf_counter()
-    rows = store.rows_for(pieces, vectors)
+    if client.has_collection(collection):
+        client.drop_collection(collection)
+    client.create_collection(
+        collection_name=collection,
+        dimension=embedding.dim,
+        metric_type=METRIC_TYPE,
+        consistency_level=CONSISTENCY_LEVEL,
+    )
+    recreate_s = time.perf_counter() - start
+    start = time.perf_counter()
+    data = [
+        {"id": i, "vector": vectors[i], "text": line, "source": sources[i]}
+        for i, line in enumerate(text_lines)
+    ]
     inserted = 0
-    for offset in range(0, len(rows), insert_batch):
-        inserted += client.insert(
-            collection_name=collection, data=rows[offset : offset + insert_batch]
-        )["insert_count"]
+    for offset in range(0, len(data), batch):
+        inserted += client.insert(collection_name=collection, data=data[offset : offset + batch])[
+            "insert_count"
+        ]
     insert_s = time.perf_counter() - start
+    if inserted != len(text_lines):
+        raise RuntimeError(f"inserted {inserted} rows into {collection}, not {len(text_lines)}")
     milvus_s = recreate_s + insert_s
     total = embed_s + milvus_s
     return {
-        "pieces": len(pieces),
+        "pieces": len(text_lines),
         "inserted": inserted,
         "embed_s": embed_s,
         "milvus_s": milvus_s,
         "recreate_s": recreate_s,
         "insert_s": insert_s,
         "total_s": total,
-        "pieces_per_s": len(pieces) / total,
+        "pieces_per_s": len(text_lines) / total,
         "encode_s": clock.encode_s,
         "forward_s": clock.forward_s,
         "outside_encode_share": (total - clock.encode_s) / total,
@@ -152,10 +242,10 @@ def median_run(runs: list[dict]) -> dict:
     return ordered[len(ordered) // 2]
 
 
-def faq_questions(pieces: list[tuple[str, str]], count: int, seed: int) -> list[tuple[str, int]]:
-    """``count`` (question, id of the piece it came from): FAQ titles, cycled and perturbed."""
+def faq_questions(text_lines: list[str], count: int, seed: int) -> list[tuple[str, int]]:
+    """``count`` (question, index of the piece it came from): FAQ titles, cycled and perturbed."""
     titles = []
-    for index, (_, piece) in enumerate(pieces):
+    for index, piece in enumerate(text_lines):
         first = piece.strip().splitlines()[0].strip() if piece.strip() else ""
         if first.endswith("?"):
             titles.append((first, index))
@@ -172,69 +262,125 @@ def faq_questions(pieces: list[tuple[str, str]], count: int, seed: int) -> list[
     return questions
 
 
-def corpus_pieces(docs_dir: Path) -> tuple[int, list[tuple[str, str]]]:
-    """Every markdown file of the docs (en/), split on "# " as the tutorial splits the FAQ."""
-    from milvus_rag.docs import split_like_tutorial
+def tutorial_search(client, collection: str, embedding, question: str, k: int):
+    """The notebook's search cell: the question's vector, top-k by inner product."""
+    from milvus_rag.index import METRIC_TYPE
 
-    files = sorted((docs_dir / "en").rglob("*.md"))
-    pieces: list[tuple[str, str]] = []
-    for path in files:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        source = str(path.relative_to(docs_dir))
-        pieces.extend((source, piece) for piece in split_like_tutorial(text))
-    return len(files), pieces
+    return client.search(
+        collection_name=collection,
+        data=embedding.encode_queries([question]),
+        limit=k,
+        search_params={"metric_type": METRIC_TYPE, "params": {}},
+        output_fields=["text", "source"],
+    )[0]
 
 
-def cli_pipeline(
-    client, uri: str, docs_source: str, embedding, clock: ModelClock, questions, pieces, k: int
-) -> dict:
-    """The command line's own pipeline (``pipeline.load_entries`` / ``ingest`` / ``retrieve``).
+def run_cli(argv: list[str]) -> tuple[str, float]:
+    """``python -m milvus_rag ARGV`` in this process: (its stdout, seconds); raises on exit != 0."""
+    from milvus_rag import cli
 
-    ``python -m milvus_rag ingest`` stores FAQ *entries* (and their paragraphs) rather than the
-    tutorial's 72 pieces, and ``ask`` searches them with the package's default strategy; this
-    times both through the same public functions, with the same client.
+    out, err = io.StringIO(), io.StringIO()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise CliFailed(
+            f"python -m milvus_rag {' '.join(argv[:2])} ... exited with code {code}:\n"
+            + err.getvalue()[-3000:]
+        )
+    return out.getvalue(), seconds
+
+
+def cli_pipeline(client, uri, docs_source, embedding, clock, questions, text_lines, args) -> dict:
+    """The command line's ingest / re-ingest / ask through ``cli.main``, then its retrieval.
+
+    ``ingest`` stores the FAQ *entries* (one row per heading with text under it), not the
+    tutorial's 72 pieces, in ``<base>_faq``; ``ask`` searches them with the default strategy.
     """
-    from milvus_rag import pipeline
+    from milvus_rag import search
+    from milvus_rag.config import collections
 
-    config = pipeline.Config()
-    config.docs_source, config.uri, config.collection = docs_source, uri, "bench_cli"
-    entries, entries_s = timed(pipeline.load_entries, config)
+    names = collections(BASE_COLLECTION)
+    common = ["--docs", docs_source, "--uri", uri, "--collection", BASE_COLLECTION]
     clock.reset()
-    first, ingest_s = timed(
-        pipeline.ingest, config, embedding, entries, rebuild=True, client=client
-    )
-    encode_s, forward_s = clock.encode_s, clock.forward_s
-    _, again_s = timed(pipeline.ingest, config, embedding, entries, client=client)
+    out, ingest_s = run_cli(["ingest", "--rebuild", *common])
+    first = json.loads(out.strip().splitlines()[-1])
+    require_encoded(clock, None, "ingest --rebuild")
+    ingest_load_s, ingest_forward_s = clock.load_s, clock.forward_s
+    clock.reset()
+    out, again_s = run_cli(["ingest", *common])
+    again = json.loads(out.strip().splitlines()[-1])
+    again_load_s = clock.load_s
+    if first["added"] != first["count"] or again["added"] or again["removed"]:
+        raise RuntimeError(f"unexpected ingest results: first {first}, second {again}")
+
+    asks, ask_loads, ask_top1 = [], [], 0
+    for question, index in questions[: args.ask_questions]:
+        clock.reset()
+        out, seconds = run_cli(["ask", question, "--json", "--k", str(args.top_k), *common])
+        reply = json.loads(out.strip().splitlines()[-1])
+        if not reply["hits"] or not reply["answer"].strip():
+            raise RuntimeError(f"ask {question!r} returned no hits or no answer: {reply}")
+        asks.append(seconds)
+        ask_loads.append(clock.load_s)
+        ask_top1 += title_of(text_lines[index]) in reply["hits"][0]["text"][:300]
+
+    def retrieve(model, question: str):
+        return search.search(
+            client, names.faq, model, question, args.top_k, search.DEFAULT_STRATEGY
+        )
+
     for question, _ in questions[:5]:  # warm-up
-        pipeline.retrieve(config, embedding, question, k, client=client)
+        retrieve(uncached(embedding), question)
     clock.reset()
     latencies, top1 = [], 0
     for question, index in questions:
-        hits, seconds = timed(pipeline.retrieve, config, embedding, question, k, client=client)
+        hits, seconds = timed(retrieve, uncached(embedding), question)
         latencies.append(seconds)
-        title = pieces[index][1].strip().splitlines()[0]
-        top1 += title in hits[0]["text"][:300]
+        top1 += title_of(text_lines[index]) in hits[0].text[:300]
+    require_encoded(clock, len(questions), "retrieve")
     return {
-        "entries": len(entries),
+        "collection": names.faq,
+        "strategy": search.DEFAULT_STRATEGY,
         "ingest": first,
-        "load_entries_s": entries_s,
         "ingest_s": ingest_s,
-        "ingest_encode_s": encode_s,
-        "ingest_forward_s": forward_s,
+        "ingest_model_load_s": ingest_load_s,
+        "ingest_forward_s": ingest_forward_s,
+        "ingest_again": again,
         "ingest_again_s": again_s,
+        "ingest_again_model_load_s": again_load_s,
+        "ask": latency_summary_ms(asks) if asks else None,
+        "ask_model_load_mean_s": statistics.fmean(ask_loads) if ask_loads else None,
+        "ask_top1_has_title": ask_top1 / len(asks) if asks else None,
         "retrieve": latency_summary_ms(latencies),
         "retrieve_forward_share": clock.forward_s / sum(latencies),
         "top1_has_title": top1 / len(questions),
     }
 
 
+def title_of(piece: str) -> str:
+    return piece.strip().splitlines()[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", default=None, help="docs zip (default: MILVUS_DOCS_ZIP, shared)")
     parser.add_argument("--uri", default=None, help="Milvus URI (default: a temporary .db)")
-    parser.add_argument("--server", action="store_true", help="start a milvus-lite server")
+    parser.add_argument(
+        "--server",
+        nargs="?",
+        const="lite3",
+        choices=SERVER_ENGINES,
+        default=None,
+        help="start a server (support.milvus_servers): lite3 (default, `milvus-lite server`) "
+        "or lite25 (milvus-lite 2.5.1's C++ engine, in .cache/)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="FAQ ingest repetitions (median)")
     parser.add_argument("--questions", type=int, default=200)
+    parser.add_argument(
+        "--ask-questions", type=int, default=3, help="`ask` commands run through cli.main"
+    )
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--whole-corpus", action="store_true", help="also ingest every en/*.md")
@@ -244,10 +390,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", dest="json_out", default=None, help="also write results here")
     args = parser.parse_args(argv)
+    if args.server and args.uri:
+        parser.error("--server and --uri exclude each other")
+    if args.runs < 1 or args.questions < 1 or args.ask_questions < 0:
+        parser.error("--runs and --questions must be at least 1, --ask-questions at least 0")
 
-    from milvus_rag import docs, store
+    from milvus_rag import corpus, index
+    from milvus_rag.config import milvus_token
     from milvus_rag.embedding import load_embedding
-    from milvus_rag.settings import milvus_token
 
     info = print_machine()
     docs_source = args.docs or os.environ.get("MILVUS_DOCS_ZIP") or str(SHARED_ZIP)
@@ -255,21 +405,26 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["MILVUS_RAG_DATA_DIR"] = str(scratch / "data")  # the package's docs cache
     server = None
     if args.server:
-        from milvus_rag.lite_server import start as start_server
+        from support.milvus_servers import start
 
-        server, uri = start_server(scratch / "server-data", scratch / "server.log")
+        server = start(args.server, scratch / "server-data", scratch / "server.log")
+        uri = server.uri
+        backend = f"{args.server} server (gRPC)"
     else:
         uri = args.uri or str(scratch / "bench.db")
-    backend = "milvus-lite server (gRPC)" if "://" in uri else "Milvus Lite embedded"
+        backend = "Milvus server at " + uri if "://" in uri else "Milvus Lite embedded"
     print(f"Milvus: {backend}\n", flush=True)
 
-    results: dict = {"machine": info, "backend": backend}
+    results: dict = {"machine": info, "backend": backend, "load_average_start": load_average()}
+    client = None
     try:
-        (docs_dir, docs_s) = timed(docs.prepare_docs, docs_source, scratch / "data")
-        pieces, split_s = timed(faq_entries, docs_dir)
+        docs_dir, docs_s = timed(corpus.prepare_docs, docs_source, scratch / "data")
+        (_, text_lines, sources), split_s = timed(tutorial_pieces, docs_dir)
         embedding, model_load_s = timed(load_embedding, "minilm")
-        clock = ModelClock(embedding.function.model)
-        client, connect_s = timed(store.connect, uri, milvus_token())
+        clock = ModelClock()
+        clock.attach(embedding.function.model)
+        clock.watch_loads()
+        client, connect_s = timed(index.connect, uri, milvus_token())
         rss_before = proc_status_kib(os.getpid(), "VmRSS")
         print(
             f"set-up: docs unzip {docs_s:.2f} s, FAQ split {split_s * 1000:.1f} ms, model load "
@@ -284,9 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         }
 
         # Warm-up (the first forward pass pays one-off costs), then the measured runs.
-        ingest_once(client, embedding, clock, pieces, "bench_faq", args.insert_batch)
+        tutorial = BASE_COLLECTION
+        batch = args.insert_batch
+        ingest_once(client, embedding, clock, text_lines, sources, tutorial, batch)
         runs = [
-            ingest_once(client, embedding, clock, pieces, "bench_faq", args.insert_batch)
+            ingest_once(client, embedding, clock, text_lines, sources, tutorial, batch)
             for _ in range(args.runs)
         ]
         faq = median_run(runs)
@@ -297,71 +454,86 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-        questions = faq_questions(pieces, args.questions, args.seed)
+        questions = faq_questions(text_lines, args.questions, args.seed)
         for question, _ in questions[:5]:  # warm-up
-            store.search(client, "bench_faq", embedding.encode_queries([question])[0], args.top_k)
+            tutorial_search(client, tutorial, uncached(embedding), question, args.top_k)
         clock.reset()
         both, search_only, embed_only, top1 = [], [], [], 0
         for question, source in questions:
+            model = uncached(embedding)
             start = time.perf_counter()
-            vector = embedding.encode_queries([question])[0]
+            vectors = model.encode_queries([question])
             middle = time.perf_counter()
-            hits = store.search(client, "bench_faq", vector, args.top_k)
+            hits = client.search(
+                collection_name=tutorial,
+                data=vectors,
+                limit=args.top_k,
+                search_params={"metric_type": index.METRIC_TYPE, "params": {}},
+                output_fields=["text", "source"],
+            )[0]
             end = time.perf_counter()
             both.append(end - start)
             embed_only.append(middle - start)
             search_only.append(end - middle)
-            top1 += hit_text(hits[0]) == pieces[source][1]
-        query_forward_share = clock.forward_s / sum(both)
+            top1 += hits[0]["entity"]["text"] == text_lines[source]
+        require_encoded(clock, len(questions), "the questions")
         results["query"] = {
             "questions": len(questions),
-            "distinct_titles": len({index for _, index in questions}),
+            "distinct_titles": len({piece for _, piece in questions}),
             "top_k": args.top_k,
             "embed_and_search": latency_summary_ms(both),
             "embed": latency_summary_ms(embed_only),
             "search": latency_summary_ms(search_only),
             "top1_is_source_piece": top1 / len(questions),
-            "forward_share": query_forward_share,
+            "forward_share": clock.forward_s / sum(both),
         }
 
         if not args.skip_cli_pipeline:
-            try:
-                results["cli"] = cli_pipeline(
-                    client, uri, docs_source, embedding, clock, questions, pieces, args.top_k
-                )
-            except Exception as err:  # the package's pipeline API moves; say so, keep the rest
-                results["cli"] = {"skipped": f"{type(err).__name__}: {err}"}
+            print("CLI pipeline: ingest, ingest again, ask ...", flush=True)
+            results["cli"] = cli_pipeline(
+                client, uri, docs_source, embedding, clock, questions, text_lines, args
+            )
 
         if args.whole_corpus:
-            file_count, corpus = corpus_pieces(docs_dir)
-            print(f"whole corpus: {file_count} files, {len(corpus)} pieces ...", flush=True)
+            file_count, corpus_lines, corpus_sources = tutorial_pieces(docs_dir, CORPUS_PATTERN)
+            print(f"whole corpus: {file_count} files, {len(corpus_lines)} pieces ...", flush=True)
             result = ingest_once(
-                client, embedding, clock, corpus, "bench_corpus", args.insert_batch
+                client, embedding, clock, corpus_lines, corpus_sources, CORPUS_COLLECTION, batch
             )
             result["files"] = file_count
-            result["chars"] = sum(len(text) for _, text in corpus)
+            result["chars"] = sum(len(text) for text in corpus_lines)
             results["ingest_corpus"] = result
         results["rss_mib"] = {
             "before_ingest": mib(rss_before),
             "end": mib(proc_status_kib(os.getpid(), "VmRSS")),
             "peak": mib(proc_status_kib(os.getpid(), "VmHWM")),
         }
+        results["load_average_end"] = load_average()
         client.close()
-        if "://" not in uri:  # stop Milvus Lite's in-process server before its folder goes
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(uri)
+        index.release(uri)  # stop Milvus Lite's in-process server before its folder goes
+        client = None
     finally:
+        if client is not None:  # failed half-way: clean up as far as possible, keep the error
+            with contextlib.suppress(Exception):
+                client.close()
+                index.release(uri)
         if server is not None:
-            from milvus_rag.lite_server import stop as stop_server
-
-            stop_server(server)
+            code = server.stop()
+            if client is None and code != 0:
+                raise RuntimeError(f"the {args.server} server exited with code {code} on stop")
         shutil.rmtree(scratch, ignore_errors=True)
 
     report(results)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2, default=str))
     return 0
+
+
+def load_average() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError):
+        return None
 
 
 def ingest_row(label: str, r: dict) -> list:
@@ -419,7 +591,7 @@ def report(results: dict) -> None:
                 for name, s in (
                     ("embed + search", q["embed_and_search"]),
                     ("embed (encode_queries)", q["embed"]),
-                    ("search alone (store.search)", q["search"]),
+                    ("search alone (client.search)", q["search"]),
                 )
             ],
         )
@@ -429,23 +601,28 @@ def report(results: dict) -> None:
         f"Forward pass share of query time: {q['forward_share']:.0%}."
     )
     cli = results.get("cli")
-    if cli and "skipped" in cli:
-        print(f"\nCLI pipeline: skipped ({cli['skipped']})")
-    elif cli:
-        ingest = cli["ingest"]
-        print("\n## The command line's pipeline (pipeline.ingest / pipeline.retrieve)\n")
+    if cli:
+        ask = cli["ask"]
+        print(
+            "\n## The command line's pipeline (milvus_rag.cli.main: ingest, ingest, ask; then "
+            f"search.search with {cli['strategy']})\n"
+        )
         print(
             markdown_table(
                 ["step", "figure"],
                 [
-                    ["FAQ entries", cli["entries"]],
-                    ["rows written (entries + paragraph views)", ingest.get("rows")],
-                    ["first ingest, rebuild (s)", cli["ingest_s"]],
-                    ["  of which in model.encode (s)", cli["ingest_encode_s"]],
+                    ["FAQ entries = rows written", cli["ingest"]["count"]],
+                    ["`ingest --rebuild` (s)", cli["ingest_s"]],
+                    ["  of which loading the model (s)", cli["ingest_model_load_s"]],
                     ["  of which in the forward pass (s)", cli["ingest_forward_s"]],
-                    ["second ingest, nothing to do (s)", cli["ingest_again_s"]],
-                    ["retrieve p50 (ms)", cli["retrieve"]["p50_ms"]],
-                    ["retrieve p95 (ms)", cli["retrieve"]["p95_ms"]],
+                    ["`ingest` again, nothing to do (s)", cli["ingest_again_s"]],
+                    ["  of which loading the model (s)", cli["ingest_again_model_load_s"]],
+                    ["`ask --json` (local answerer), calls", ask["n"] if ask else 0],
+                    ["  p50 (ms)", ask["p50_ms"] if ask else None],
+                    ["  max (ms)", ask["max_ms"] if ask else None],
+                    ["  of which loading the model, mean (s)", cli["ask_model_load_mean_s"]],
+                    ["retrieve (search.search) p50 (ms)", cli["retrieve"]["p50_ms"]],
+                    ["retrieve (search.search) p95 (ms)", cli["retrieve"]["p95_ms"]],
                     ["forward pass share of retrieve", f"{cli['retrieve_forward_share']:.0%}"],
                     ["top-1 hit is the question's FAQ entry", f"{cli['top1_has_title']:.0%}"],
                 ],
@@ -453,7 +630,7 @@ def report(results: dict) -> None:
         )
     rss = results["rss_mib"]
     print(
-        f"Process RSS: {rss['before_ingest']} MiB after loading the model, {rss['end']} MiB at "
+        f"\nProcess RSS: {rss['before_ingest']} MiB after loading the model, {rss['end']} MiB at "
         f"the end, peak {rss['peak']} MiB."
     )
     runs = results["ingest_faq"]["runs"]
@@ -461,6 +638,10 @@ def report(results: dict) -> None:
         "FAQ ingest runs (s): "
         + ", ".join(f"{r['total_s']:.2f}" for r in runs)
         + f" (spread {statistics.pstdev([r['total_s'] for r in runs]):.2f} s)"
+    )
+    print(
+        f"Load average (1 min): {results['load_average_start']} at the start, "
+        f"{results['load_average_end']} at the end."
     )
 
 

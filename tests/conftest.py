@@ -43,6 +43,15 @@ def minilm():
     return load_embedding("minilm")
 
 
+@pytest.fixture(scope="session")
+def standin_hf_home() -> Path:
+    """A Hugging Face cache holding a stand-in for the tutorial's model (built once a session;
+    the nbmake run of the notebook uses the same one)."""
+    from support.hf_standin import build_standin_hf_home
+
+    return build_standin_hf_home(Path(os.environ["MILVUS_RAG_TEST_SCRATCH"]) / "hf-standin")
+
+
 @pytest.fixture()
 def fake_embedding() -> FakeEmbedding:
     return FakeEmbedding()

@@ -47,7 +47,8 @@ def test_card_packages_are_all_required():
     required = requirement_lines("requirements.txt")
     for package in (
         "jupyterlab",
-        "pymilvus[model,milvus_lite]",
+        "pymilvus[model,milvus-lite]",
+        "milvus-lite",
         "openai",
         "tqdm",
         "nbmake",
@@ -61,7 +62,7 @@ def test_colab_pins_fall_within_the_tested_ranges():
 
     notebook = nbformat.read(REPO / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb", 4)
     pins = dict(re.findall(r'"([a-z\-]+)(?:\[[^\]]+\])?==([0-9.]+)"', notebook.cells[1].source))
-    assert set(pins) == {"pymilvus", "openai", "tqdm"}
+    assert set(pins) == {"pymilvus", "milvus-lite", "openai", "tqdm"}
     required = {
         name.split("[")[0]: spec for name, spec in requirement_lines("requirements.txt").items()
     }

@@ -38,9 +38,13 @@ DEFAULTS: dict[str, str] = {
 
 
 def setting(name: str) -> str:
-    """The value of environment variable ``name``, else its default (blank counts as unset)."""
+    """The value of environment variable ``name``, else its default (blank counts as unset).
+
+    Only the names in ``DEFAULTS`` are settings: any other name (a secret, a typo) is a KeyError.
+    """
+    default = DEFAULTS[name]
     value = os.environ.get(name, "").strip()
-    return value if value else DEFAULTS[name]
+    return value if value else default
 
 
 def positive_int(name: str, value: object | None = None) -> int:
@@ -64,7 +68,7 @@ def non_negative_float(name: str) -> float:
         number = float(raw)
     except ValueError:
         number = -1.0
-    if not number >= 0:
+    if not 0 <= number < float("inf"):
         raise RagError(f"{name} must be a number of at least 0, not {raw!r}: fix or unset it.")
     return number
 

@@ -21,7 +21,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +44,31 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @dataclass
 class Embedding:
-    """A loaded embedding function with its name, dimension and why it was chosen."""
+    """A loaded embedding function with its name, dimension and why it was chosen.
+
+    Each distinct text is embedded once per loaded model: the vectors are kept (a few MB for
+    the FAQ), so a notebook section that needs texts already embedded does not embed them again.
+    """
 
     function: Any
     name: str
     dim: int
     reason: str = ""
+    _documents: dict = field(default_factory=dict, repr=False)
+    _queries: dict = field(default_factory=dict, repr=False)
 
     def encode_documents(self, texts: list[str]) -> list[np.ndarray]:
-        return self.function.encode_documents(texts)
+        return self._cached(texts, self._documents, self.function.encode_documents)
 
     def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
-        return self.function.encode_queries(texts)
+        return self._cached(texts, self._queries, self.function.encode_queries)
+
+    @staticmethod
+    def _cached(texts: list[str], cache: dict, encode) -> list[np.ndarray]:
+        missing = [text for text in dict.fromkeys(texts) if text not in cache]
+        if missing:
+            cache.update(zip(missing, encode(missing), strict=True))
+        return [cache[text] for text in texts]
 
     def _tokenizer_and_limit(self):
         model = getattr(self.function, "model", None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import json
 import re
+import sys
 import threading
 import time
 import uuid
@@ -27,7 +28,7 @@ MAX_SENTENCES = 5
 NO_ANSWER = "The provided context does not contain an answer to this question."
 
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_CONTEXT = re.compile(r"^<context>\n(.*?)\n</context>$", re.S | re.M)
+_CONTEXT = re.compile(r"^<context>\n(.*)\n</context>$", re.S | re.M)  # to the last tag
 _QUESTION = re.compile(r"^<question>\n(.*?)\n</question>$", re.S | re.M)
 _WORD = re.compile(r"[a-z0-9]+")
 _FRONT_MATTER = re.compile(r"^[a-z_]+: ")  # "id: ...", "summary: ..." lines of a page header
@@ -243,6 +244,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that hung up (it stopped reading a stream) is not an error worth a
+        traceback in the user's notebook; anything else still is reported."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class LocalAnswererServer:

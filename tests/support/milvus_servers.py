@@ -1,0 +1,323 @@
+"""Start and stop a real Milvus gRPC server on 127.0.0.1, for the tests and the benchmarks.
+
+Two engines speak Milvus's gRPC protocol without Docker:
+
+``lite3``
+    Milvus Lite 3.x, the pure-Python engine installed in this interpreter's environment,
+    served by its ``milvus-lite server`` command.
+``lite25``
+    milvus-lite 2.5.1, Milvus's C++ engine (segcore/knowhere) behind a gRPC server. Both
+    versions install the module ``milvus_lite``, so 2.5.1 lives in a virtual environment of
+    its own under the repository's ``.cache/``, built on first use (``pip install``) and
+    reused after; only its ``milvus`` binary is run.
+
+Usage::
+
+    from support.milvus_servers import start
+
+    with start("lite25", tmp / "data", tmp / "server.log") as server:
+        client = MilvusClient(uri=server.uri)  # http://127.0.0.1:PORT
+        ...
+
+Ports: each server binds port 0, so the kernel gives it a port nobody holds, and the port is
+read back from the sockets of the very process started (``/proc``, so Linux only). No port
+is picked, released and bound later, so none can be lost to another process in between.
+
+Lifetime: the server lives while this process holds its lifeline, the write end of the
+server's stdin (lite3) or a lock on a file in its data folder (lite25). ``Server.stop``
+releases it, and either engine then shuts down cleanly (lite3 drains requests and closes its
+data folder, lite25 exits 0); if that takes too long it gets SIGTERM, then SIGKILL. When this
+process dies, even by SIGKILL, the kernel releases the lifeline and the server exits too:
+no orphan keeps a port and a data folder. Servers run in a session of their own, so a
+Ctrl-C at the terminal reaches only this process, whose clean-up then stops them in order.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+ENGINES = ("lite3", "lite25")
+LITE25_VERSION = "2.5.1"
+REPO = Path(__file__).resolve().parents[2]
+LITE25_VENV = REPO / ".cache" / f"milvus-lite-{LITE25_VERSION}"
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+LOG_TAIL_CHARS = 3000
+
+_LOCKS_HELD: set[str] = set()  # the lite25 lock files that this process holds
+_LOCKS_GUARD = threading.Lock()
+
+# pymilvus reads these when imported (the lite3 server imports it) and refuses a MILVUS_URI
+# that is not an http(s) URL; a server has no use for the client settings of this process.
+_CLIENT_SETTINGS = ("MILVUS_URI", "MILVUS_TOKEN")
+
+# Run by this interpreter: ``milvus-lite server`` on 127.0.0.1, port 0, that prints the
+# milvus-lite version first and shuts down cleanly on SIGINT, on SIGTERM (the CLI alone
+# dies on SIGTERM without closing its data folder) and when its stdin reaches end of file.
+# The handlers are installed here because an ignored SIGINT is inherited across exec (as
+# in a shell's background job), and Python would then leave Ctrl-C ignored.
+_LITE3_MAIN = """\
+import os, signal, sys, threading
+import milvus_lite
+from milvus_lite.cmdline import main
+
+def shut_down(signum, frame):
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal ends it at once
+        signal.signal(sig, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+def watch_lifeline():
+    while os.read(0, 4096):  # b"" once the parent closes its end or dies
+        pass
+    os.kill(os.getpid(), signal.SIGINT)
+
+signal.signal(signal.SIGINT, shut_down)
+signal.signal(signal.SIGTERM, shut_down)
+threading.Thread(target=watch_lifeline, daemon=True).start()
+print("milvus-lite", milvus_lite.__version__, flush=True)
+sys.exit(main(["server", "--data-dir", sys.argv[1], "--host", "127.0.0.1", "--port", "0"]))
+"""
+
+
+class ServerError(RuntimeError):
+    """A server that could not be started (the message ends with the end of its log)."""
+
+
+@dataclass
+class Server:
+    """A running server: ``uri`` is ``http://127.0.0.1:PORT``; ``stop()`` or ``with`` ends it."""
+
+    engine: str
+    port: int
+    process: subprocess.Popen
+    data_dir: Path
+    log_path: Path
+    _lifeline: IO | None = field(repr=False)
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
+        """Stop the server and return its exit code: 0 for a clean stop of either engine.
+
+        Releases the lifeline (a clean shut-down), waits ``timeout_s``, then SIGTERM and
+        10 s, then SIGKILL. Safe to call twice.
+        """
+        if self._lifeline is not None:
+            _release(self._lifeline)
+            self._lifeline = None
+        for sig, wait_s in ((None, timeout_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+            if sig is not None and self.process.poll() is None:
+                self.process.send_signal(sig)
+            try:
+                return self.process.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+        raise ServerError(f"{self.engine} server (pid {self.process.pid}) survived SIGKILL")
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def start(
+    engine: str, data_dir: Path | str, log_path: Path | str, timeout_s: float = START_TIMEOUT_S
+) -> Server:
+    """Start ``engine`` ("lite3" or "lite25") on 127.0.0.1 with its data in ``data_dir``.
+
+    Output goes to ``log_path``. Returns once the server listens; raises ServerError (with
+    the end of the log) if it exits first or does not listen within ``timeout_s``. The
+    first start of "lite25" may build its virtual environment (see ``lite25_binary``).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    data_dir, log_path = Path(data_dir).absolute(), Path(log_path).absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in _CLIENT_SETTINGS}
+    if engine == "lite3":
+        command = [sys.executable, "-c", _LITE3_MAIN, str(data_dir)]
+        env["PYTHONUNBUFFERED"] = "1"
+        lifeline = None  # the stdin pipe, made by Popen
+    else:
+        binary = lite25_binary()
+        lock_path = data_dir / ".milvus.db.lock"
+        # milvus <db file> <address> <log level> <lock file>: the server waits for the
+        # lock in the background and exits as soon as it gets it.
+        command = [
+            str(binary),
+            str(data_dir / "milvus.db"),
+            "127.0.0.1:0",
+            "WARNING",
+            str(lock_path),
+        ]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(binary.parent), env.get("LD_LIBRARY_PATH")) if p
+        )
+        lifeline = _lock(lock_path)
+    try:
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE if engine == "lite3" else subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=data_dir,
+                start_new_session=True,
+            )
+    except BaseException:
+        if lifeline is not None:
+            _release(lifeline)
+        raise
+    server = Server(engine, 0, process, data_dir, log_path, lifeline or process.stdin)
+    deadline = time.monotonic() + timeout_s
+    problem = ""
+    while not problem:
+        ports = listening_ports(process.pid)
+        if process.poll() is not None:
+            problem = f"exited with code {process.returncode} before listening"
+        elif len(ports) == 1:
+            server.port = ports[0]
+            return server
+        elif len(ports) > 1:
+            problem = f"listens on several ports {ports}"
+        elif time.monotonic() > deadline:
+            problem = f"did not listen within {timeout_s:g} s"
+        else:
+            time.sleep(0.1)
+    server.stop(timeout_s=5)
+    tail = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
+    raise ServerError(f"{engine} server {problem}; its log ({log_path}) ends with:\n{tail}")
+
+
+def _lock(path: Path) -> IO:
+    """Lock ``path`` for a lite25 server: the file stays open, and locked, until it stops.
+
+    The binary expects a POSIX record lock (``lockf``), which belongs to the process, not to
+    the open file: a second lock by this same process would succeed, and closing either file
+    would release both. ``_LOCKS_HELD`` refuses that second start instead.
+    """
+    with _LOCKS_GUARD:
+        if str(path) in _LOCKS_HELD:
+            raise ServerError(f"{path.parent} is in use by another lite25 server of this process")
+        lock = open(path, "a")  # closed by Server.stop
+        try:
+            fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise ServerError(f"{path.parent} is in use by another lite25 server") from None
+        _LOCKS_HELD.add(str(path))
+        return lock
+
+
+def _release(lifeline: IO) -> None:
+    """Close a lifeline: the server's stdin pipe (lite3) or its locked file (lite25)."""
+    with _LOCKS_GUARD:
+        _LOCKS_HELD.discard(str(lifeline.name))
+        lifeline.close()
+
+
+def running(engine: str, folder: Path) -> Iterator[Server]:
+    """Yield a started server (data and log in ``folder``) and stop it afterwards.
+
+    For a pytest fixture, without importing pytest here::
+
+        @pytest.fixture(scope="module")
+        def server(tmp_path_factory):
+            yield from running("lite3", tmp_path_factory.mktemp("lite3"))
+    """
+    with start(engine, Path(folder) / "data", Path(folder) / "server.log") as server:
+        yield server
+
+
+def listening_ports(pid: int) -> list[int]:
+    """The TCP ports on which process ``pid`` itself listens (from /proc; Linux only)."""
+    proc = Path("/proc", str(pid))
+    if not Path("/proc/self/net/tcp").exists():
+        raise ServerError("finding a server's port needs Linux's /proc")
+    inodes = set()
+    try:
+        for fd in (proc / "fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+        tables = [(proc / "net" / name).read_text() for name in ("tcp", "tcp6")]
+    except (FileNotFoundError, ProcessLookupError):  # the process has exited
+        return []
+    ports = set()
+    for table in tables:
+        for line in table.splitlines()[1:]:
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+            columns = line.split()
+            if columns[3] == "0A" and columns[9] in inodes:  # 0A: LISTEN
+                ports.add(int(columns[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
+
+
+def lite25_binary(venv: Path = LITE25_VENV) -> Path:
+    """The ``milvus`` binary of milvus-lite 2.5.1, in its own virtual environment ``venv``.
+
+    Built on first use (``python -m venv``, then ``pip install milvus-lite==2.5.1``, about
+    200 MB); reused while its marker file names a binary that exists. A file lock beside
+    ``venv`` makes a second process wait for the first one's build instead of racing it,
+    and the marker is written last, so a build that died half-way is started over.
+    """
+    marker = venv / "milvus-binary.txt"
+
+    def built() -> Path | None:
+        if marker.is_file():
+            binary = venv / marker.read_text().strip()
+            if binary.is_file() and os.access(binary, os.X_OK):
+                return binary
+        return None
+
+    if binary := built():
+        return binary
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f"{venv.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another process builds it
+        if binary := built():
+            return binary
+        shutil.rmtree(venv, ignore_errors=True)
+        python = venv / "bin" / "python"
+        _run([sys.executable, "-m", "venv", str(venv)])
+        _run([str(python), "-m", "pip", "install", "--quiet", f"milvus-lite=={LITE25_VERSION}"])
+        found = _run([str(python), "-c", _LITE25_FIND]).split()
+        if found[:1] != [LITE25_VERSION] or len(found) != 2 or not Path(found[1]).is_file():
+            raise ServerError(f"milvus-lite {LITE25_VERSION} in {venv} looks wrong: {found}")
+        binary = Path(found[1]).resolve().relative_to(venv.resolve())
+        marker.with_suffix(".tmp").write_text(f"{binary}\n")
+        marker.with_suffix(".tmp").replace(marker)
+        return venv / binary
+
+
+_LITE25_FIND = (
+    "import importlib.metadata, os, milvus_lite.server as s; "
+    "print(importlib.metadata.version('milvus-lite'), os.path.join(s.BIN_PATH, 'milvus'))"
+)
+
+
+def _run(command: list[str]) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in _CLIENT_SETTINGS}
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-LOG_TAIL_CHARS:]
+        raise ServerError(f"{' '.join(command)} failed ({result.returncode}):\n{output}")
+    return result.stdout

@@ -1,0 +1,300 @@
+"""Tests for milvus_rag.chunking: the tutorial's split, and one entry per answered FAQ heading
+(headings kept with their answers, code and includes handled)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from milvus_rag.chunking import (
+    Entry,
+    doc_entries,
+    expand_includes,
+    faq_entries,
+    faq_files,
+    front_matter_title,
+    link_words,
+    split_entries,
+    tutorial_pieces,
+)
+from milvus_rag.errors import RagError
+from milvus_rag.evaluation import Question, load_questions, unknown_golds
+
+REPO = Path(__file__).resolve().parents[1]
+FAQ_FILES = ["operational_faq.md", "performance_faq.md", "product_faq.md", "troubleshooting.md"]
+
+PAGE = """---
+id: sample_faq.md
+summary: A sample.
+title: Sample FAQ
+---
+
+# Sample FAQ
+
+<!-- TOC -->
+
+<!-- /TOC -->
+
+####  Where does Milvus store data?
+
+Inserted data go to [MinIO](https://min.io/) as incremental logs.
+
+Metadata are stored in etcd.
+
+#### How do I know if my CPU supports Milvus?
+
+{{fragments/cpu.md}}
+
+  ## etcd crash issues
+
+  ### 1. etcd pod pending
+
+  StorageClass needs to be preconfigured.
+
+  ```
+  kubectl scale sts <etcd-sts> --replicas=1
+  # delete the pvc for etcd-1
+  ```
+
+#### Still have questions?
+
+You can:
+
+- Ask on Slack.
+"""
+
+
+def write_tree(root: Path, files: dict[str, bytes | str]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+@pytest.fixture()
+def entries(tmp_path):
+    write_tree(tmp_path, {"fragments/cpu.md": "Your CPU must support AVX2 or SSE4.2.\n"})
+    return split_entries(PAGE, "sample_faq.md", docs_root=tmp_path)
+
+
+# --------------------------------------------------------------------------- split_entries
+
+
+def test_one_entry_per_heading_with_text_titles_as_written(entries):
+    assert [e.title for e in entries] == [
+        "Where does Milvus store data?",
+        "How do I know if my CPU supports Milvus?",
+        "1. etcd pod pending",
+        "Still have questions?",
+    ]
+    assert all(e.source == "sample_faq.md" for e in entries)
+
+
+def test_heading_only_sections_are_dropped_but_kept_in_the_path(entries):
+    assert not any(e.title in ("Sample FAQ", "etcd crash issues") for e in entries)
+    pending = entries[2]
+    assert pending.section == "Sample FAQ > etcd crash issues"
+    assert pending.text.startswith("Sample FAQ > etcd crash issues > 1. etcd pod pending\n\n")
+    assert entries[0].section == "Sample FAQ"
+
+
+def test_text_is_the_heading_path_then_the_answer_without_comments(entries):
+    first = entries[0]
+    assert first.text == (
+        "Sample FAQ > Where does Milvus store data?\n\n"
+        "Inserted data go to [MinIO](https://min.io/) as incremental logs.\n\n"
+        "Metadata are stored in etcd."
+    )
+    assert "TOC" not in "".join(e.text for e in entries)
+    assert "<!--" not in "".join(e.text for e in entries)
+
+
+def test_search_text_keeps_only_the_words_of_links(entries):
+    first = entries[0]
+    assert first.search_text.splitlines()[2] == "Inserted data go to MinIO as incremental logs."
+    assert first.search_text == link_words(first.text)
+
+
+def test_hash_inside_code_is_not_a_heading_and_code_is_dedented(entries):
+    pending = entries[2]
+    assert "# delete the pvc for etcd-1" in pending.text
+    assert "\n```\nkubectl scale sts" in pending.text
+    assert not any(e.title.startswith("delete the pvc") for e in entries)
+
+
+def test_fragment_includes_are_expanded(entries):
+    assert entries[1].text.endswith("\n\nYour CPU must support AVX2 or SSE4.2.")
+    unresolved = split_entries(PAGE, "sample_faq.md", docs_root=None)
+    assert "{{fragments/cpu.md}}" in unresolved[1].text
+
+
+def test_a_missing_fragment_is_left_as_written(tmp_path):
+    text = "A {{fragments/cpu.md}} and {{ fragments/gone.md }}."
+    write_tree(tmp_path, {"fragments/cpu.md": "  CPU text \n"})
+    assert expand_includes(text, tmp_path) == "A CPU text and {{ fragments/gone.md }}."
+
+
+def test_tilde_fences_closing_hashes_and_crlf():
+    text = "# Q? ##\r\nA.\r\n~~~\r\n# not a heading\r\n~~~\r\n#no-space is text\r\n"
+    [entry] = split_entries(text, "x.md")
+    assert entry.title == "Q?"
+    assert entry.text == "Q?\n\nA.\n~~~\n# not a heading\n~~~\n#no-space is text"
+    assert "\r" not in entry.text
+
+
+def test_text_before_the_first_heading_is_the_pages_introduction():
+    with_title = split_entries("---\ntitle: 'My Page'\n---\nIntro.\n\n## Q?\nA.\n", "p.md")
+    assert [(e.title, e.section, e.text) for e in with_title] == [
+        ("My Page", "", "My Page\n\nIntro."),
+        ("Q?", "My Page", "My Page > Q?\n\nA."),
+    ]
+    [intro] = split_entries("Intro without a title.\n", "p.md")
+    assert (intro.title, intro.text) == ("p.md", "p.md\n\nIntro without a title.")
+
+
+def test_a_page_of_headings_only_has_no_entries():
+    assert split_entries("# A\n\n## B\n<!-- TOC -->\n<br/>\n", "p.md") == []
+
+
+def test_front_matter_title():
+    assert front_matter_title('---\nid: a.md\ntitle: "Product FAQ"\n---\n# x') == "Product FAQ"
+    assert front_matter_title("---\nid: a.md\n---\n") == ""
+    assert front_matter_title("# title: not front matter\n") == ""
+
+
+def test_link_words_keeps_link_text_and_drops_images():
+    text = 'See [Vector Index](index.md) ![chart](a.png "A").'
+    assert link_words(text) == "See Vector Index ."
+
+
+def test_entry_search_text_defaults_to_its_text():
+    assert Entry(text="T\n\nA [b](c)", source="s.md", title="T").search_text == "T\n\nA [b](c)"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_tutorial_pieces_split_like_the_tutorial(tmp_path):
+    texts = {
+        "en/faq/b_second.md": "# Second FAQ\n\n#### Why?\n\nBecause.\n#not-a-split\n",
+        "en/faq/a_first.md": "---\nid: a.md\n---\n\n# First\n\n## Sub # heading\n\ntext",
+        "en/faq/c_third.md": "no heading at all, ünïcödé",
+    }
+    root = write_tree(
+        tmp_path / "docs",
+        {
+            **texts,
+            "en/faq/notes.txt": "# ignored (not markdown)",
+            "en/faq/sub/nested.md": "# ignored (not directly in en/faq)",
+            "en/other.md": "# ignored (not in en/faq)",
+        },
+    )
+    expected = [(name, piece) for name in sorted(texts) for piece in texts[name].split("# ")]
+    pieces = tutorial_pieces(root)
+    assert [(p.source, p.text) for p in pieces] == [(Path(n).name, t) for n, t in expected]
+    assert pieces[0].text == "---\nid: a.md\n---\n\n"
+    assert [p.title for p in pieces[:5]] == ["---", "First", "Sub", "heading", ""]
+    assert pieces[-1].title == "no heading at all, ünïcödé"
+
+
+def test_faq_files_are_sorted_and_only_en_faq_markdown(tmp_path):
+    root = write_tree(
+        tmp_path / "docs",
+        {"en/faq/b.md": "", "en/faq/a.md": "", "en/faq/x.txt": "", "en/faq/sub/c.md": ""},
+    )
+    assert [p.name for p in faq_files(root)] == ["a.md", "b.md"]
+
+
+def test_faq_entries_resolve_fragments_under_en(tmp_path):
+    root = write_tree(
+        tmp_path / "docs",
+        {
+            "en/faq/a.md": "# A?\n{{fragments/note.md}}\n",
+            "en/fragments/note.md": "Shared note.\n",
+        },
+    )
+    [entry] = faq_entries(root)
+    assert (entry.title, entry.source, entry.text) == ("A?", "a.md", "A?\n\nShared note.")
+
+
+def test_doc_entries_cover_every_page_but_fragments(tmp_path):
+    root = write_tree(
+        tmp_path / "docs",
+        {
+            "en/faq/a.md": "# A?\nYes.\n",
+            "en/about/overview.md": "# Overview\nMilvus is a database.\n{{fragments/n.md}}\n",
+            "en/fragments/n.md": "Shared note.\n",
+        },
+    )
+    found = [(e.source, e.title, e.text) for e in doc_entries(root)]
+    assert found == [
+        ("about/overview.md", "Overview", "Overview\n\nMilvus is a database.\nShared note."),
+        ("faq/a.md", "A?", "A?\n\nYes."),
+    ]
+
+
+def test_doc_entries_without_pages(tmp_path):
+    root = write_tree(tmp_path / "docs", {"README.md": "# not under en/"})
+    with pytest.raises(RagError) as info:
+        doc_entries(root)
+    assert str(info.value).startswith(f"No markdown pages under {root / 'en'}")
+    assert "MILVUS_DOCS_ZIP must point at the Milvus docs zip" in str(info.value)
+
+
+# --------------------------------------------------------------------------- the real docs
+
+
+def test_real_tutorial_split_gives_72_pieces(docs_dir):
+    pieces = tutorial_pieces(docs_dir)
+    assert len(pieces) == 72
+    raw = [
+        piece
+        for name in FAQ_FILES
+        for piece in (docs_dir / "en" / "faq" / name).read_text(encoding="utf-8").split("# ")
+    ]
+    assert [p.text for p in pieces] == raw
+    assert any("Where does Milvus store data?" in p.text for p in pieces)
+
+
+def test_real_faq_gives_one_entry_per_answered_heading(docs_dir):
+    entries = faq_entries(docs_dir)
+    assert len(entries) == 61
+    assert sorted({e.source for e in entries}) == FAQ_FILES
+    for entry in entries:
+        head, _, answer = entry.text.partition("\n\n")
+        assert head.endswith(entry.title) and answer.strip(), entry.title
+        assert "{{" not in entry.text and "<!--" not in entry.text, entry.title
+    store = next(e for e in entries if e.title == "Where does Milvus store data?")
+    assert store.source == "product_faq.md" and "etcd" in store.text
+    assert store.section == "Product FAQ"
+
+
+def test_real_entry_titles_are_headings_as_written(docs_dir):
+    """Each title is the text of a heading line of its file, character for character."""
+    for entry in faq_entries(docs_dir):
+        lines = (docs_dir / "en" / "faq" / entry.source).read_text(encoding="utf-8").splitlines()
+        headings = {re.sub(r"^\s*#+\s+", "", line).strip() for line in lines if "#" in line}
+        assert entry.title in headings, (entry.source, entry.title)
+
+
+@pytest.mark.parametrize("question_set", ["dev.jsonl", "test.jsonl"])
+def test_every_gold_title_heads_an_entry(docs_dir, question_set):
+    entries = faq_entries(docs_dir)
+    questions = load_questions(REPO / "data" / "eval" / question_set)
+    assert len(questions) >= 40
+    assert unknown_golds(questions, entries) == []
+    # the questions cover all four FAQ files
+    sources = {e.source for q in questions for e in entries if q.gold in e.text.partition("\n")[0]}
+    assert sorted(sources) == FAQ_FILES
+
+
+def test_unknown_golds_catches_a_title_that_heads_no_entry(docs_dir):
+    """The check above can fail: a gold title that is not in the docs is reported."""
+    questions = [Question("q", "Where does Milvus store data?"), Question("q", "Not a title?")]
+    assert unknown_golds(questions, faq_entries(docs_dir)) == ["Not a title?"]

@@ -1,0 +1,571 @@
+"""Tests for milvus_rag.corpus: download the docs zip once, check it, unzip it safely once.
+
+Every bad input is tested once here, in-process: it must end in one RagError sentence that says
+what happened, why and what to do, keep its cause (``raise ... from err``), and leave nothing
+half-written behind. (That the command line turns such an error into one line and exit code 1
+is tested with the command line.)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import urllib.error
+import zipfile
+import zlib
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from milvus_rag import corpus
+from milvus_rag.chunking import faq_entries, faq_files, tutorial_pieces
+from milvus_rag.corpus import extract, fetch_zip, prepare_docs
+from milvus_rag.errors import RagError
+
+# --------------------------------------------------------------------------- helpers
+
+
+def zip_bytes(members: dict[str, bytes | str], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip holding ``members`` (name -> content), as bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=compression) as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def make_zip(path: Path, members: dict[str, bytes | str]) -> Path:
+    """A deflated zip at ``path`` holding ``members``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(zip_bytes(members))
+    return path
+
+
+def files_under(folder: Path) -> list[str]:
+    """Every path under ``folder`` (relative, sorted); [] when it does not exist."""
+    if not folder.exists():
+        return []
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def raised(call, *args) -> RagError:
+    """The RagError that ``call(*args)`` raises (the test fails if it raises none)."""
+    with pytest.raises(RagError) as info:
+        call(*args)
+    return info.value
+
+
+class Route:
+    """What the local server answers on one path. ``announced_length`` may lie (a cut)."""
+
+    def __init__(self, body: bytes, status: int = 200, announced_length: int | None = None):
+        self.status = status
+        self.body = body
+        self.announced_length = len(body) if announced_length is None else announced_length
+
+
+class LocalHTTPServer:
+    """A tiny HTTP/1.0 server on 127.0.0.1 that serves fixed routes and records requests."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route] = {}
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format, *args):
+                pass
+
+            def do_GET(self):
+                outer.requests.append(self.path)
+                route = outer.routes.get(self.path, Route(b"not found", status=404))
+                self.send_response(route.status)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(route.announced_length))
+                self.end_headers()
+                self.wfile.write(route.body)
+                # HTTP/1.0: the connection closes here, even when fewer bytes were sent than
+                # announced (an interrupted download).
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def http_server() -> Iterator[LocalHTTPServer]:
+    server = LocalHTTPServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+ZIP_NAME = "milvus_docs_2.4.x_en.zip"
+SMALL_DOCS = {"en/faq/a.md": "# Q?\n" + "Answer text. " * 200}
+
+
+# --------------------------------------------------------------------------- fetch_zip
+
+
+def test_is_url():
+    assert corpus.is_url("https://example.com/docs.zip")
+    assert corpus.is_url("http://127.0.0.1:8000/docs.zip")
+    assert not corpus.is_url("/tmp/docs.zip")
+    assert not corpus.is_url("docs.zip")
+    assert not corpus.is_url("ftp://example.com/docs.zip")
+
+
+def test_fetch_local_path_is_returned_as_is(tmp_path):
+    local = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# A\n"})
+    cache = tmp_path / "cache"
+    assert fetch_zip(str(local), cache) == local
+    assert not cache.exists(), "a local zip must not be copied into the cache"
+
+
+@pytest.mark.parametrize("kind", ["missing file", "a folder"])
+def test_fetch_missing_local_path_names_the_path_and_the_variable(tmp_path, kind):
+    source = tmp_path / "nope" / ZIP_NAME if kind == "missing file" else tmp_path
+    message = str(raised(fetch_zip, str(source), tmp_path / "cache"))
+    assert message.startswith(f"The docs zip {str(source)!r} ")
+    assert f"set MILVUS_DOCS_ZIP to the path of {ZIP_NAME} or to its download URL" in message
+    if kind == "missing file":
+        assert "does not exist" in message
+
+
+def test_download_once_then_cached(tmp_path, http_server):
+    payload = zip_bytes({"en/faq/a.md": "# Q?\nAnswer.\n"})
+    http_server.routes["/release/docs.zip"] = Route(payload)
+    cache = tmp_path / "cache"
+
+    first = fetch_zip(http_server.url("/release/docs.zip"), cache)
+    assert first == cache / "docs.zip"
+    assert first.read_bytes() == payload
+    assert http_server.requests == ["/release/docs.zip"]
+
+    second = fetch_zip(http_server.url("/release/docs.zip"), cache)
+    assert second == first and second.read_bytes() == payload
+    assert len(http_server.requests) == 1, "the second call must reuse the cached download"
+    assert files_under(cache) == ["docs.zip"], "no .part file may be left"
+
+
+def test_download_url_without_file_name(tmp_path, http_server):
+    payload = zip_bytes({"en/faq/a.md": "# Q?\n"})
+    http_server.routes["/"] = Route(payload)
+    path = fetch_zip(http_server.url("/"), tmp_path / "cache")
+    assert path == tmp_path / "cache" / "milvus_docs.zip"
+    assert path.read_bytes() == payload
+
+
+def test_download_unreachable_server(tmp_path):
+    cache = tmp_path / "cache"
+    url = f"http://127.0.0.1:{closed_port()}/{ZIP_NAME}"
+    err = raised(fetch_zip, url, cache)
+    message = str(err)
+    assert message.startswith(f"Cannot download {url} (")
+    assert "check the network" in message and "MILVUS_DOCS_ZIP" in message
+    assert isinstance(err.__cause__, urllib.error.URLError)
+    assert str(err.__cause__.reason) in message  # e.g. "[Errno 111] Connection refused"
+    assert files_under(cache) == []
+
+
+def test_download_http_404(tmp_path, http_server):
+    cache = tmp_path / "cache"
+    url = http_server.url(f"/{ZIP_NAME}")
+    err = raised(fetch_zip, url, cache)
+    message = str(err)
+    assert f"Downloading {url} failed with HTTP 404 (Not Found)" in message
+    assert "check the URL" in message and "MILVUS_DOCS_ZIP" in message
+    assert isinstance(err.__cause__, urllib.error.HTTPError) and err.__cause__.code == 404
+    assert files_under(cache) == []
+
+
+def test_download_not_a_zip(tmp_path, http_server):
+    http_server.routes["/docs.zip"] = Route(b"<html>a login page, not a zip</html>")
+    cache = tmp_path / "cache"
+    url = http_server.url("/docs.zip")
+    message = str(raised(fetch_zip, url, cache))
+    assert f"{url} did not return a zip file" in message
+    assert "check the URL" in message and "MILVUS_DOCS_ZIP" in message
+    assert files_under(cache) == []
+
+
+def test_interrupted_download_is_not_kept(tmp_path, http_server):
+    """The connection drops after a third of the announced Content-Length (over 1 MiB, more
+    than one read): an error and no file; once the server is fixed, the next call downloads
+    again (nothing stale was kept)."""
+    payload = zip_bytes({"en/faq/a.bin": os.urandom(4 << 20)}, zipfile.ZIP_STORED)
+    cut = len(payload) // 3
+    http_server.routes["/docs.zip"] = Route(payload[:cut], announced_length=len(payload))
+    cache = tmp_path / "cache"
+    url = http_server.url("/docs.zip")
+    message = str(raised(fetch_zip, url, cache))
+    assert message.startswith(
+        f"The download of {url} stopped early ({cut} of {len(payload)} bytes): run again"
+    )
+    assert "MILVUS_DOCS_ZIP" in message
+    assert files_under(cache) == []
+
+    http_server.routes["/docs.zip"] = Route(payload)
+    assert fetch_zip(url, cache).read_bytes() == payload
+    assert len(http_server.requests) == 2
+
+
+def test_download_truncated_zip_with_honest_length_is_refused(tmp_path, http_server):
+    """A cut zip served with its own (short) length is still caught: it is not a zip."""
+    payload = zip_bytes(SMALL_DOCS)
+    http_server.routes["/docs.zip"] = Route(payload[: len(payload) // 2])
+    cache = tmp_path / "cache"
+    message = str(raised(fetch_zip, http_server.url("/docs.zip"), cache))
+    assert "did not return a zip file" in message and "MILVUS_DOCS_ZIP" in message
+    assert files_under(cache) == []
+
+
+# --------------------------------------------------------------------------- extract
+
+
+def test_extract_once_then_reused(tmp_path, monkeypatch):
+    archive = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# One\n", "en/b.md": "b"})
+    target = tmp_path / "out" / "milvus_docs"
+
+    assert extract(archive, target) == target
+    assert (target / "en" / "faq" / "a.md").read_text() == "# One\n"
+    assert (target / "en" / "b.md").read_text() == "b"
+    assert (target / ".source-sha256").read_text().strip() == corpus.sha256_of(archive)
+    # Nothing but the target and its lock file is left beside it (no staging folders).
+    assert sorted(p.name for p in target.parent.iterdir()) == [".milvus_docs.lock", "milvus_docs"]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the zip was opened again although it was already extracted")
+
+    monkeypatch.setattr(corpus.zipfile, "ZipFile", fail)
+    before = (target / "en" / "faq" / "a.md").stat().st_mtime_ns
+    assert extract(archive, target) == target
+    assert (target / "en" / "faq" / "a.md").stat().st_mtime_ns == before
+
+
+def test_extract_again_when_the_zip_changes(tmp_path):
+    archive = tmp_path / "docs.zip"
+    target = tmp_path / "milvus_docs"
+    make_zip(archive, {"en/faq/a.md": "# One\n", "en/old.md": "old"})
+    extract(archive, target)
+    assert (target / "en" / "old.md").is_file()
+
+    make_zip(archive, {"en/faq/a.md": "# Two\n", "en/new.md": "new"})
+    extract(archive, target)
+    assert (target / "en" / "faq" / "a.md").read_text() == "# Two\n"
+    assert (target / "en" / "new.md").read_text() == "new"
+    assert not (target / "en" / "old.md").exists(), "files of the old zip must be gone"
+    assert (target / ".source-sha256").read_text().strip() == corpus.sha256_of(archive)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".milvus_docs.lock",
+        "docs.zip",
+        "milvus_docs",
+    ]
+
+
+def test_extract_replaces_an_unmarked_folder(tmp_path):
+    """A folder without the marker (e.g. a half unzip by hand) is replaced, not merged."""
+    archive = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# One\n"})
+    target = tmp_path / "milvus_docs"
+    (target / "en" / "faq").mkdir(parents=True)
+    (target / "en" / "faq" / "stale.md").write_text("half of an old unzip")
+    extract(archive, target)
+    assert files_under(target / "en" / "faq") == ["a.md"]
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["../escaped.md", "en/../../escaped.md", "/tmp/escaped.md", "..\\escaped.md", "C:/escaped.md"],
+)
+def test_extract_refuses_paths_outside_the_target(tmp_path, member):
+    archive = make_zip(tmp_path / "in" / "docs.zip", {"en/faq/a.md": "# ok\n", member: "x"})
+    work = tmp_path / "work"
+    target = work / "milvus_docs"
+    message = str(raised(extract, archive, target))
+    assert message.startswith(f"Refusing to unzip {archive}: member {member!r}")
+    assert "would be written outside the target folder" in message
+    assert f"Use the official {ZIP_NAME}" in message
+    assert not target.exists()
+    assert not (tmp_path / "escaped.md").exists() and not (work / "escaped.md").exists()
+    assert not Path("/tmp/escaped.md").exists()
+    assert files_under(work) == [".milvus_docs.lock"], "no staging folder may be left behind"
+
+
+def test_extract_refuses_a_zip_bomb(tmp_path):
+    archive = make_zip(
+        tmp_path / "bomb.zip", {"en/faq/a.md": "# ok\n", "en/zeros.md": bytes(8 << 20)}
+    )
+    info = zipfile.ZipFile(archive).getinfo("en/zeros.md")
+    assert info.file_size / info.compress_size > corpus.MAX_RATIO  # the fixture is a bomb
+    target = tmp_path / "out" / "milvus_docs"
+    message = str(raised(extract, archive, target))
+    assert message.startswith(f"Refusing to unzip {archive}: member 'en/zeros.md' expands")
+    assert f"more than {corpus.MAX_RATIO} times (a zip bomb?)" in message
+    assert "Use the official" in message
+    assert files_under(target.parent) == [".milvus_docs.lock"]
+
+
+def test_extract_refuses_too_large_a_total(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "MAX_TOTAL_BYTES", 1 << 20)
+    archive = make_zip(
+        tmp_path / "docs.zip", {"en/faq/a.md": os.urandom(1 << 20), "en/faq/b.md": b"# B\n"}
+    )
+    target = tmp_path / "out" / "milvus_docs"
+    message = str(raised(extract, archive, target))
+    assert message.startswith(f"Refusing to unzip {archive}: it would expand to 1 MiB")
+    assert "more than 1 MiB" in message and "Use the official" in message
+    assert files_under(target.parent) == [".milvus_docs.lock"]
+
+
+def assert_unreadable_zip(err: RagError, path: Path, cause_types) -> None:
+    """The sentence for a zip that cannot be read: names the file and the cause, keeps it."""
+    message = str(err)
+    assert isinstance(err.__cause__, cause_types), repr(err.__cause__)
+    assert message.startswith(f"{path} is not a readable zip ({type(err.__cause__).__name__}: ")
+    assert str(err.__cause__).splitlines()[0] in message
+    assert "download it again" in message and "MILVUS_DOCS_ZIP" in message
+
+
+def test_local_file_that_is_not_a_zip(tmp_path):
+    fake = tmp_path / "docs.zip"
+    fake.write_text("<html>not a zip</html>")
+    err = raised(prepare_docs, str(fake), tmp_path / "cache")
+    assert_unreadable_zip(err, fake, zipfile.BadZipFile)
+    assert "File is not a zip file" in str(err)
+    assert files_under(tmp_path / "cache") == [".milvus_docs.lock"]
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.95])
+def test_local_truncated_zip(tmp_path, fraction):
+    good = zip_bytes({f"en/faq/{i}.md": f"# Q{i}?\n" + "words " * 500 for i in range(5)})
+    cut = tmp_path / "docs.zip"
+    cut.write_bytes(good[: int(len(good) * fraction)])
+    target = tmp_path / "out" / "milvus_docs"
+    assert_unreadable_zip(raised(extract, cut, target), cut, zipfile.BadZipFile)
+    assert files_under(target.parent) == [".milvus_docs.lock"]
+
+
+def _corrupt_member_data(archive: bytes, name: str) -> bytes:
+    """``archive`` with bytes inside member ``name``'s compressed data flipped."""
+    info = zipfile.ZipFile(io.BytesIO(archive)).getinfo(name)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data = bytearray(archive)
+    for i in range(start + 10, start + min(200, info.compress_size - 10)):
+        data[i] ^= 0xFF
+    return bytes(data)
+
+
+def test_stored_member_with_bad_crc(tmp_path):
+    good = zip_bytes({"en/faq/a.md": "# Q?\n" + "stored text " * 100}, zipfile.ZIP_STORED)
+    corrupt = tmp_path / "docs.zip"
+    corrupt.write_bytes(_corrupt_member_data(good, "en/faq/a.md"))
+    target = tmp_path / "out" / "milvus_docs"
+    err = raised(extract, corrupt, target)
+    assert_unreadable_zip(err, corrupt, zipfile.BadZipFile)
+    assert "Bad CRC-32 for file 'en/faq/a.md'" in str(err)
+    assert files_under(target.parent) == [".milvus_docs.lock"]
+
+
+def test_deflated_member_with_corrupt_data(tmp_path):
+    good = zip_bytes({"en/faq/a.md": os.urandom(3000).hex()})
+    corrupt = tmp_path / "docs.zip"
+    corrupt.write_bytes(_corrupt_member_data(good, "en/faq/a.md"))
+    assert zipfile.is_zipfile(corrupt)  # it passes the download's check
+    target = tmp_path / "out" / "milvus_docs"
+    err = raised(extract, corrupt, target)
+    assert_unreadable_zip(err, corrupt, (zlib.error, zipfile.BadZipFile))
+    assert files_under(target.parent) == [".milvus_docs.lock"]
+
+
+def test_a_bad_new_zip_keeps_the_old_docs(tmp_path):
+    archive = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# One\n"})
+    target = tmp_path / "milvus_docs"
+    extract(archive, target)
+    marker = (target / ".source-sha256").read_text()
+    archive.write_bytes(b"garbage")
+    assert "is not a readable zip" in str(raised(extract, archive, target))
+    assert (target / "en" / "faq" / "a.md").read_text() == "# One\n"
+    assert (target / ".source-sha256").read_text() == marker
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".milvus_docs.lock",
+        "docs.zip",
+        "milvus_docs",
+    ]
+
+
+# --------------------------------------------------------------------------- prepare_docs
+
+
+def test_prepare_docs_caches_in_the_data_dir_by_default(tmp_path, isolated_data_dir):
+    archive = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# A?\nYes.\n"})
+    folder = prepare_docs(str(archive))
+    assert folder == isolated_data_dir / "milvus_docs"
+    assert (folder / "en" / "faq" / "a.md").read_text() == "# A?\nYes.\n"
+
+
+def test_prepare_docs_downloads_then_unzips(tmp_path, http_server):
+    http_server.routes[f"/{ZIP_NAME}"] = Route(zip_bytes({"en/faq/a.md": "# A?\nYes.\n"}))
+    cache = tmp_path / "cache"
+    folder = prepare_docs(http_server.url(f"/{ZIP_NAME}"), cache)
+    assert folder == cache / "milvus_docs"
+    assert (folder / "en" / "faq" / "a.md").read_text() == "# A?\nYes.\n"
+    assert prepare_docs(http_server.url(f"/{ZIP_NAME}"), cache) == folder
+    assert len(http_server.requests) == 1
+
+
+def test_zip_without_faq(tmp_path):
+    other = make_zip(tmp_path / "other.zip", {"en/about/overview.md": "# Overview\n"})
+    folder = prepare_docs(str(other), tmp_path / "cache")
+    for load in (faq_entries, tutorial_pieces):
+        message = str(raised(load, folder))
+        assert message.startswith(f"No en/faq/*.md files in {folder}")
+        assert "MILVUS_DOCS_ZIP must point at the Milvus docs zip" in message
+
+
+def test_empty_faq_files(tmp_path):
+    empty = make_zip(tmp_path / "empty.zip", {"en/faq/a.md": "", "en/faq/b.md": "  \n\n"})
+    folder = prepare_docs(str(empty), tmp_path / "cache")
+    message = str(raised(faq_entries, folder))
+    assert f"The FAQ files in {folder} have no entries (they are empty" in message
+    assert "use the official docs zip" in message
+    message = str(raised(tutorial_pieces, folder))
+    assert f"The FAQ files in {folder} are empty" in message
+    assert "use the official docs zip" in message
+
+
+def test_markdown_that_is_not_utf8(tmp_path):
+    latin1 = make_zip(
+        tmp_path / "latin1.zip",
+        {"en/faq/good.md": "# Fine\nYes.\n", "en/faq/latin1.md": "# caf\xe9\n".encode("latin-1")},
+    )
+    folder = prepare_docs(str(latin1), tmp_path / "cache")
+    for load in (faq_entries, tutorial_pieces):
+        err = raised(load, folder)
+        assert str(err).startswith("latin1.md is not UTF-8 text (byte 5)")
+        assert "re-save it as UTF-8 or use the official docs zip" in str(err)
+        assert isinstance(err.__cause__, UnicodeDecodeError)
+
+
+def test_real_docs_zip(docs_zip, isolated_data_dir):
+    folder = prepare_docs(str(docs_zip))
+    assert folder == isolated_data_dir / "milvus_docs"
+    assert [p.name for p in faq_files(folder)] == [
+        "operational_faq.md",
+        "performance_faq.md",
+        "product_faq.md",
+        "troubleshooting.md",
+    ]
+    # The same folder is reused by a second call (no second unzip).
+    marker = folder / ".source-sha256"
+    before = marker.stat().st_mtime_ns
+    assert prepare_docs(str(docs_zip)) == folder
+    assert marker.stat().st_mtime_ns == before
+
+
+# --------------------------------------------------------------------------- two processes
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time, zipfile
+    from pathlib import Path
+    from milvus_rag import corpus
+
+    zip_path, target, ready, go = map(Path, sys.argv[1:5])
+    unzips = []
+    original = zipfile.ZipFile.extractall
+
+    def counted(self, *args, **kwargs):
+        unzips.append(1)
+        return original(self, *args, **kwargs)
+
+    zipfile.ZipFile.extractall = counted
+    ready.touch()
+    deadline = time.monotonic() + 30
+    while not go.exists():
+        if time.monotonic() > deadline:
+            sys.exit("the go file never came")
+        time.sleep(0.001)
+    result = corpus.extract(zip_path, target)
+    # Right when extract returns, the folder must be complete (the other may still be running).
+    with zipfile.ZipFile(zip_path) as archive:
+        for info in archive.infolist():
+            if (result / info.filename).read_bytes() != archive.read(info):
+                sys.exit(f"{info.filename} differs right after extract returned")
+    print(f"unzipped {len(unzips)}")
+    """
+)
+
+
+def test_two_processes_unzip_the_same_target_at_once(tmp_path):
+    """Issue: "the first-run unzip safe when two processes start at once".
+
+    Two real processes call ``extract`` on the same target at the same moment. Both succeed,
+    the zip is unpacked exactly once (the second process waits for the lock, then reuses the
+    first one's work), and the target then holds exactly the zip's members.
+    """
+    archive = tmp_path / "docs.zip"
+    target = tmp_path / "data" / "milvus_docs"
+    go = tmp_path / "go"
+    readies = [tmp_path / f"ready-{n}" for n in range(2)]
+    processes = [  # started first: they import the package while the zip is being built
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(archive), str(target), str(ready), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ready in readies
+    ]
+    try:
+        members = {  # about 7 MB in 150 files: unpacking takes long enough to overlap
+            f"en/faq/file_{i:03}.md": f"# Q{i}?\n"
+            + "".join(f"line {j} of file {i}: {os.urandom(4).hex()}\n" for j in range(1500))
+            for i in range(150)
+        }
+        make_zip(archive, members)
+        for _ in range(3000):  # until both wait on the go file (or one has died)
+            if all(r.exists() for r in readies) or any(p.poll() is not None for p in processes):
+                break
+            threading.Event().wait(0.01)
+        go.touch()
+        outputs = [p.communicate(timeout=60) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(processes, outputs, strict=True):
+        assert p.returncode == 0, err
+    assert sorted(out.strip() for out, _ in outputs) == ["unzipped 0", "unzipped 1"]
+
+    expected = {**members, ".source-sha256": corpus.sha256_of(archive) + "\n"}
+    assert files_under(target) == sorted({*expected, "en", "en/faq"})
+    for name, content in expected.items():
+        assert (target / name).read_text() == content, name
+    assert sorted(p.name for p in target.parent.iterdir()) == [".milvus_docs.lock", "milvus_docs"]
