@@ -2,6 +2,7 @@
 with a failing LLM, Run All again once it is fixed, one cell re-run. Its outputs are asserted
 on the last Run All. (nbmake runs it once more, top to bottom, as CI and `make test` do.)"""
 
+import asyncio
 import copy
 import json
 import threading
@@ -12,6 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
@@ -57,21 +59,22 @@ def session(tmp_path_factory, docs_zip):
     parameters = {"DOCS_SOURCE": str(docs_zip), "MILVUS_URI": str(folder / "rerun.db"),
                   "COLLECTION_NAME": "rerun", "TOP_K": 3}  # fmt: skip
     nb = parameterize_notebook(
-        nbformat.read(NOTEBOOK, as_version=4), {**parameters, "LLM_BASE_URL": failing_url}
+        load_notebook_node(str(NOTEBOOK)), {**parameters, "LLM_BASE_URL": failing_url}
     )
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}})  # fmt: skip
     stages = {}
     try:
         with client.setup_kernel():
-            # 1. A run interrupted in the middle of embedding and inserting.
-            insert = next(i for i, c in enumerate(nb.cells) if "milvus_client.insert(" in c.source)
-            for number in range(insert):
+            # 1. A run interrupted (Kernel > Interrupt) while it builds and searches the
+            #    evaluation collections: embedding, inserting and searching Milvus.
+            stop = next(i for i, c in enumerate(nb.cells) if "build_collections(" in c.source)
+            for number in range(stop):
                 client.execute_cell(nb.cells[number], number)
-            timer = threading.Timer(1.0, client.km.interrupt_kernel)
+            timer = threading.Timer(2.0, lambda: asyncio.run(client.km.interrupt_kernel()))
             timer.start()
-            with pytest.raises(CellExecutionError):
-                client.execute_cell(nb.cells[insert], insert)
+            with pytest.raises(CellExecutionError, match="KeyboardInterrupt"):
+                client.execute_cell(nb.cells[stop], stop)
             timer.join()
             # 2. Run All, with an LLM endpoint that rejects the key.
             run_all(client, nb)

@@ -130,6 +130,11 @@ def _eval(args, client, model, names) -> None:
             else (f" (the configured default is {search.DEFAULT_STRATEGY}: this set disagrees)")
         )
         print(f"\nDefault: {verdict}{agrees}. Why: {why}.")  # fmt: skip
+        baseline = results.get("tutorial-dense")
+        others = [r for n, r in results.items() if n != chosen.strategy and r is not baseline]
+        print("\nPaired differences (95% intervals; an interval holding 0 shows no difference):")
+        for other in ([baseline] if baseline and baseline is not chosen else []) + others:
+            print("  " + evaluation.compare(chosen, other))
     missed = evaluation.misses(chosen, questions)
     if missed:
         print(f"\n{args.strategy}: first hit not at rank 1 for")

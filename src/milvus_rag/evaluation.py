@@ -83,6 +83,25 @@ def bootstrap_interval(values: np.ndarray, seed: int = 0) -> tuple[float, float]
     return float(low), float(high)
 
 
+def paired_difference(a: Result, b: Result, metric: str) -> tuple[float, float, float]:
+    """``a`` minus ``b`` on ``metric`` over the same questions, with its 95% interval from
+    resampling the questions (paired: both strategies see the same resample)."""
+    difference = a.scores(metric) - b.scores(metric)
+    low, high = bootstrap_interval(difference)
+    return float(difference.mean()), low, high
+
+
+def compare(a: Result, b: Result) -> str:
+    """One line: ``a`` against ``b`` on each metric, the paired interval, and hit@1 in questions."""
+    parts = []
+    for metric in METRICS:
+        diff, low, high = paired_difference(a, b, metric)
+        parts.append(f"{metric} {diff:+.3f} [{low:+.3f}, {high:+.3f}]")
+    gained = int(round(paired_difference(a, b, "hit@1")[0] * len(a.ranks)))
+    return (f"{a.strategy} vs {b.strategy}: " + ", ".join(parts) +
+            f" ({gained:+d} of {len(a.ranks)} questions at rank 1)")  # fmt: skip
+
+
 def load_questions(path: str | Path) -> list[Question]:
     """The questions of a JSON-lines file; blank lines are skipped, anything else must parse."""
     path = Path(path)
@@ -194,6 +213,11 @@ def choose_default(results: dict[str, Result]) -> tuple[str | None, str]:
     best = max(present, key=lambda name: results[name].value("mrr"))
     bounds = {m: results[best].interval(m) for m in METRICS}
     for name in present:
+        if name == best:
+            return name, (
+                f"{name} has the best MRR of the candidates, and no simpler one has hit@1, hit@3 "
+                "and MRR all within its 95% intervals"
+            )
         if all(bounds[m][0] <= results[name].value(m) <= bounds[m][1] for m in METRICS):
             why = (
                 f"{name} is the simplest strategy whose hit@1, hit@3 and MRR all lie within the "
