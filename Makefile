@@ -36,11 +36,12 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -q
 
 # The paths no test machine takes by itself: Colab's first cell (clone, pinned installs) in a
-# venv holding only what Colab preinstalls, and `pip install -r requirements.txt` with the pip
-# a new venv ships.
+# venv holding only what Colab preinstalls; `pip install -r requirements.txt` with the pip a new
+# venv ships; the notebook against a Milvus server of each engine.
 rehearse: install
 	$(BIN)/python tests/colab/rehearse.py
 	$(BIN)/python tests/install/stock_pip.py
+	$(BIN)/python -m pytest -m rehearsal -p no:cacheprovider tests/test_server_notebook.py
 
 clean:
 	rm -rf $(VENV) .cache notebooks/executed notebooks/milvus_demo.db data/milvus_docs data/*.zip

@@ -91,7 +91,9 @@ def failing_endpoint():
         handler = type("Handler", (FailingEndpoint,), attrs)
         server = ThreadingHTTPServer((host, 0), handler)
         server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
         servers.append(server)
         return f"http://{host}:{server.server_address[1]}/v1", handler
 

@@ -188,3 +188,14 @@ def test_no_progress_bar_when_nothing_needs_embedding(capfd, fake_embedding):
     assert capfd.readouterr().err == ""
     index.embed_documents(fake_embedding, ["a", "b"])
     assert "2/2" in capfd.readouterr().err
+
+
+def test_no_progress_bar_for_texts_the_model_has_already_embedded(capfd, fake_embedding):
+    from milvus_rag.embedding import Embedding
+
+    model = Embedding(fake_embedding, "fake", fake_embedding.dim)
+    index.embed_documents(model, ["a", "b"])
+    assert "2/2" in capfd.readouterr().err
+    again = index.embed_documents(model, ["b", "a"])
+    assert capfd.readouterr().err == "" and len(again) == 2
+    assert fake_embedding.embedded == ["a", "b"]  # each text embedded once

@@ -226,12 +226,6 @@ def test_repeated_sentences_are_quoted_once():
         ),
         pytest.param(
             ["a prompt template:\n<question>\n{question}\n</question>\nends here"],
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: parse_user_prompt takes the first '<question>' line of the whole "
-                "prompt, so a passage with '<question>' and '</question>' lines replaces the "
-                "user's question with the passage's",
-            ),
             id="question-tag-lines-in-a-passage",
         ),
     ],

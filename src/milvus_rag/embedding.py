@@ -63,6 +63,10 @@ class Embedding:
     def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
         return self._cached(texts, self._queries, self.function.encode_queries)
 
+    def knows(self, texts: list[str]) -> bool:
+        """Whether every one of ``texts`` is already embedded as a document (no work left)."""
+        return all(text in self._documents for text in texts)
+
     @staticmethod
     def _cached(texts: list[str], cache: dict, encode) -> list[np.ndarray]:
         missing = [text for text in dict.fromkeys(texts) if text not in cache]

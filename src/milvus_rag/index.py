@@ -248,9 +248,10 @@ def progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="piece", disable=total == 0)
 
 
-def batches(items: list, desc: str = "Embedding") -> Iterator[list]:
-    """``items`` in slices of ``INSERT_BATCH``, under one progress bar that shows the real work."""
-    with progress(len(items), desc) as bar:
+def batches(items: list, show: bool = True, desc: str = "Embedding") -> Iterator[list]:
+    """``items`` in slices of ``INSERT_BATCH``, under one progress bar that shows the real work
+    (none when ``show`` is false: nothing to wait for)."""
+    with progress(len(items) if show else 0, desc) as bar:
         for start in range(0, len(items), INSERT_BATCH):
             batch = items[start : start + INSERT_BATCH]
             yield batch
@@ -258,14 +259,21 @@ def batches(items: list, desc: str = "Embedding") -> Iterator[list]:
     sys.stderr.flush()  # the bar's last newline now, not as a stray output after the cell's own
 
 
+def _work_left(embedding, texts: list[str]) -> bool:
+    """False when ``embedding`` has every text embedded already (see ``Embedding.knows``)."""
+    knows = getattr(embedding, "knows", None)
+    return knows is None or not knows(texts)
+
+
 def embed_documents(embedding, texts: list[str]) -> list:
     """``embedding.encode_documents(texts)``, batch by batch under a progress bar."""
-    return [vector for batch in batches(texts) for vector in embedding.encode_documents(batch)]
+    show = _work_left(embedding, texts)
+    return [v for batch in batches(texts, show) for v in embedding.encode_documents(batch)]
 
 
 def insert_rows(client, name: str, embedding, rows: list[dict]) -> None:
     """Embed and insert ``rows`` batch by batch (an interrupted run keeps whole batches)."""
-    for batch in batches(rows):
+    for batch in batches(rows, _work_left(embedding, [row["search_text"] for row in rows])):
         vectors = embedding.encode_documents([row["search_text"] for row in batch])
         data = [{**row, "dense": vector} for row, vector in zip(batch, vectors, strict=True)]
         client.insert(collection_name=name, data=data)

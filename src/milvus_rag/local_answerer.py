@@ -28,8 +28,9 @@ MAX_SENTENCES = 5
 NO_ANSWER = "The provided context does not contain an answer to this question."
 
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_CONTEXT = re.compile(r"^<context>\n(.*)\n</context>$", re.S | re.M)  # to the last tag
-_QUESTION = re.compile(r"^<question>\n(.*?)\n</question>$", re.S | re.M)
+_PROMPT = re.compile(  # the tutorial's user prompt, read from its end: passages may hold tags
+    r"^<context>\n(.*)\n</context>\n<question>\n(.*)\n</question>\s*\Z", re.S | re.M
+)
 _WORD = re.compile(r"[a-z0-9]+")
 _FRONT_MATTER = re.compile(r"^[a-z_]+: ")  # "id: ...", "summary: ..." lines of a page header
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
@@ -83,12 +84,10 @@ def numbered_sections(context: str) -> list[tuple[int | None, list[str]]]:
 
 def parse_user_prompt(prompt: str) -> tuple[str, str]:
     """The (context, question) inside the tutorial's user prompt; no tags: all question."""
-    context = _CONTEXT.search(prompt)
-    question = _QUESTION.search(prompt)
-    return (
-        context.group(1) if context else "",
-        question.group(1).strip() if question else prompt.strip(),
-    )
+    match = _PROMPT.search(prompt)
+    if match is None:
+        return "", prompt.strip()
+    return match.group(1), match.group(2).strip()
 
 
 def _words(text: str) -> set[str]:

@@ -1,0 +1,35 @@
+"""The notebook, top to bottom, against a real Milvus gRPC server of each engine (issue: the
+README's promise that MILVUS_URI alone moves the tutorial to a server). Run by `make rehearse`
+(CI), not by `make test`: two more notebook runs would double its time."""
+
+import json
+
+import nbformat
+import papermill as pm
+import pytest
+from support.milvus_servers import ENGINES, running
+
+NOTEBOOK = "notebooks/build_RAG_with_milvus_and_lepton.ipynb"
+
+pytestmark = [pytest.mark.slow, pytest.mark.rehearsal]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_notebook_runs_against_a_server(engine, tmp_path, docs_zip, monkeypatch):
+    from milvus_rag.config import project_root
+
+    root = project_root()
+    for server in running(engine, tmp_path / "server"):
+        output = tmp_path / "executed.ipynb"
+        pm.execute_notebook(
+            str(root / NOTEBOOK), str(output), cwd=str(root / "notebooks"), kernel_name="python3",
+            progress_bar=False,
+            parameters={"DOCS_SOURCE": str(docs_zip), "MILVUS_URI": server.uri,
+                        "COLLECTION_NAME": f"nb_{engine}", "EMBEDDING_MODEL": "minilm"},
+        )  # fmt: skip
+        nb = nbformat.read(output, as_version=4)
+    cell = next(c for c in nb.cells if "retrieved_lines_with_distances = " in c.source)
+    hits = json.loads("".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout"))
+    assert hits[0][0].strip().startswith("Where does Milvus store data?")
+    table = next(c for c in nb.cells if "evaluation.format_table(" in c.source)
+    assert "entry-bm25" in "".join(o.get("text", "") for o in table.outputs)
