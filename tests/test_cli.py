@@ -99,3 +99,15 @@ def test_the_real_command_prints_one_error_line_and_exits_1(tmp_path):
         completed.stderr.startswith("error: The docs zip") and "Traceback" not in completed.stderr
     )
     assert len(completed.stderr.strip().splitlines()) == 1
+
+
+def test_ask_answers_from_a_keyless_endpoint_that_is_not_localhost(run, monkeypatch):
+    """Ollama at http://ollama:11434/v1 or a vLLM box on the LAN needs no key: 127.0.0.2 plays
+    such a host (no LLM_API_KEY is set in the tests)."""
+    from milvus_rag.local_answerer import LocalAnswererServer
+
+    with LocalAnswererServer(host="127.0.0.2") as server:
+        monkeypatch.setenv("LLM_BASE_URL", server.base_url)
+        code, out, err = run("ask", "Where does Milvus store data?", "--json")
+    assert code == 0, err
+    assert server.base_url.startswith("http://127.0.0.2:") and "etcd" in json.loads(out)["answer"]
