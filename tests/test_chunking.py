@@ -298,3 +298,29 @@ def test_unknown_golds_catches_a_title_that_heads_no_entry(docs_dir):
     """The check above can fail: a gold title that is not in the docs is reported."""
     questions = [Question("q", "Where does Milvus store data?"), Question("q", "Not a title?")]
     assert unknown_golds(questions, faq_entries(docs_dir)) == ["Not a title?"]
+
+
+def test_the_projects_phrasings_cover_every_faq_entry(docs_dir):
+    from milvus_rag.chunking import faq_entries, load_phrasings
+    from milvus_rag.config import phrasings_path
+
+    table = load_phrasings(phrasings_path())
+    entries = faq_entries(docs_dir, table)
+    assert len(table) == len(entries) == 61
+    assert all(len(entry.phrasings) == 4 for entry in entries)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("not json\n", "Line 1 of p.jsonl is not a phrasing record"),
+     ('{"source": "a.md"}\n', "Line 1 of p.jsonl is not a phrasing record")],
+)  # fmt: skip
+def test_bad_phrasing_files_say_which_line(tmp_path, content, message):
+    from milvus_rag.chunking import load_phrasings
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(content)
+    with pytest.raises(RagError, match=message):
+        load_phrasings(path)
+    with pytest.raises(RagError, match="Cannot read the FAQ phrasings .*checkout"):
+        load_phrasings(tmp_path / "missing.jsonl")

@@ -11,8 +11,14 @@ from milvus_rag import cli, embedding
 
 
 @pytest.fixture()
-def run(monkeypatch, lite_uri, fake_embedding, docs_zip, capsys):
-    """``run(*argv) -> (exit code, stdout, stderr)`` against a fresh Lite path."""
+def run(monkeypatch, lite_uri, fake_embedding, docs_zip, capsys, tmp_path):
+    """``run(*argv) -> (exit code, stdout, stderr)`` against a fresh Lite path.
+
+    The FAQ phrasings are left out (an empty table): the stand-in embedding matches words, and
+    a short phrasing of another entry that shares a question's words would come first."""
+    empty = tmp_path / "no-phrasings.jsonl"
+    empty.write_text("")
+    monkeypatch.setattr(cli, "phrasings_path", lambda: empty)
     monkeypatch.setenv("MILVUS_URI", lite_uri)
     monkeypatch.setenv("MILVUS_DOCS_ZIP", str(docs_zip))
     monkeypatch.setattr(embedding, "load_embedding", lambda choice: fake_embedding)
@@ -28,10 +34,18 @@ def run(monkeypatch, lite_uri, fake_embedding, docs_zip, capsys):
 def test_ingest_is_idempotent(run):
     code, out, _ = run("ingest")
     assert code == 0
-    assert json.loads(out) == {"collection": "my_rag_collection_faq", "count": 61, "added": 61,
-                               "removed": 0}  # fmt: skip
+    assert json.loads(out) == {"collection": "my_rag_collection_faq", "count": 61, "rows": 61,
+                               "added": 61, "removed": 0}  # fmt: skip
     assert json.loads(run("ingest")[1])["added"] == 0
     assert json.loads(run("ingest", "--rebuild")[1])["added"] == 61
+
+
+def test_ingest_indexes_the_projects_phrasings_too(run, monkeypatch):
+    from milvus_rag.config import phrasings_path
+
+    monkeypatch.setattr(cli, "phrasings_path", phrasings_path)
+    ingested = json.loads(run("ingest")[1])
+    assert (ingested["count"], ingested["rows"]) == (61, 61 * 5)  # each entry and 4 phrasings
 
 
 def test_ask_json_ingests_a_missing_collection_and_honours_flags(run):

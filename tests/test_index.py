@@ -24,10 +24,10 @@ def client(lite_uri):
 def test_sync_twice_embeds_and_adds_nothing_the_second_time(client, docs_dir, fake_embedding):
     entries = faq_entries(docs_dir)
     first = index.sync(client, "faq", fake_embedding, entries)
-    assert first == {"collection": "faq", "count": 61, "added": 61, "removed": 0}
+    assert first == {"collection": "faq", "count": 61, "rows": 61, "added": 61, "removed": 0}
     fake_embedding.embedded.clear()
     second = index.sync(client, "faq", fake_embedding, entries)
-    assert second == {"collection": "faq", "count": 61, "added": 0, "removed": 0}
+    assert second == {"collection": "faq", "count": 61, "rows": 61, "added": 0, "removed": 0}
     assert fake_embedding.embedded == [] and count(client, "faq") == 61
 
 

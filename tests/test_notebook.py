@@ -138,13 +138,15 @@ def test_run_all_again_measures_retrieval_and_runs_the_improved_pipeline(session
     table = stdout_of(cell_with(nb, "evaluation.format_table("))
     rows = {line.split()[0]: line.split() for line in table.splitlines()[2:-1]}
     assert set(rows) == {"tutorial-dense", "tutorial-bm25", "tutorial-hybrid-rrf", "entry-dense",
-                         "entry-bm25", "entry-hybrid-rrf", "entry-hybrid-weighted"}  # fmt: skip
-    assert rows["entry-dense"][-1] == "*" and int(rows["entry-dense"][1]) >= 100
+                         "entry-phrasings-dense", "entry-bm25", "entry-hybrid-rrf",
+                         "entry-hybrid-weighted"}  # fmt: skip
+    default = rows["entry-phrasings-dense"]
+    assert default[-1] == "*" and int(default[1]) >= 100
     plot = cell_with(nb, "evaluation.plot(")
     assert any("image/png" in o.get("data", {}) for o in plot.outputs)
-    assert stdout_of(cell_with(nb, "choose_default(")).startswith("entry-dense: ")
+    assert stdout_of(cell_with(nb, "choose_default(")).startswith("entry-phrasings-dense: ")
     synced = stdout_of(cell_with(nb, "print(sync("))
-    assert "'count': 61" in synced and "'added': 0" in synced  # the second Run All embeds nothing
+    assert "'count': 61, 'rows': 305" in synced and "'added': 0" in synced  # nothing new
     found = stdout_of(cell_with(nb, "faq_res = ")).splitlines()
     assert found[0].startswith("[1] product_faq.md · Where does Milvus store data?")
     answer, sources = stdout_of(cell_with(nb, "build_messages(")).split("\n\nSources:\n")

@@ -71,6 +71,26 @@ def test_format_hits_numbers_file_title_and_distance():
     )
 
 
-def test_the_default_is_a_dense_strategy_over_entries():
+def test_the_default_is_dense_over_entries_and_their_phrasings():
     default = search.strategy_named(search.DEFAULT_STRATEGY)
-    assert (default.chunking, default.kind, default.needs_bm25) == ("entry", "dense", False)
+    assert (default.chunking, default.kind, default.needs_bm25) == ("entry", "phrasings", False)
+
+
+def test_phrasings_find_their_entry_and_one_hit_per_entry(tmp_path, docs_dir, fake_embedding):
+    """A question worded as a phrasing finds the entry; every hit is a different entry, the
+    entry's whole text (not the phrasing); the other strategies search entries only."""
+    from milvus_rag import chunking
+
+    table = {("product_faq.md", "How much does Milvus cost?"): ("zz licence fee qq",)}
+    names = collections("p")
+    client = index.connect(str(tmp_path / "p.db"))
+    evaluation.build_collections(client, names, fake_embedding, docs_dir, ["entry-dense",
+                                 "entry-phrasings-dense"], table)  # fmt: skip
+    found = search.search(client, names.eval_entries, fake_embedding, "zz licence fee qq", 5,
+                          "entry-phrasings-dense")  # fmt: skip
+    assert found[0].title == "How much does Milvus cost?" and "zz" not in found[0].text
+    assert len({hit.title for hit in found}) == 5
+    plain = search.search(client, names.eval_entries, fake_embedding, "zz licence fee qq", 61,
+                          "entry-dense")  # fmt: skip
+    assert len(plain) == 61 == len(chunking.faq_entries(docs_dir))
+    index.release(str(tmp_path / "p.db"))

@@ -18,9 +18,10 @@ store data?``), so the title is in its first line and the parent heading gives c
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from milvus_rag.errors import RagError
@@ -55,6 +56,8 @@ class Entry:
     """The headings above it, joined by ``PATH_SEPARATOR``, e.g. ``Product FAQ``."""
     search_text: str = ""
     """What is embedded and indexed for BM25; "" means ``text`` (see :func:`link_words`)."""
+    phrasings: tuple[str, ...] = ()
+    """Other ways users ask for this entry (``data/faq_phrasings.jsonl``), each indexed too."""
 
     def __post_init__(self) -> None:
         if not self.search_text:
@@ -209,8 +212,37 @@ def tutorial_pieces(docs_dir: Path) -> list[Entry]:
     return pieces
 
 
-def faq_entries(docs_dir: Path) -> list[Entry]:
-    """Every entry of every FAQ file under the unzipped docs folder, in a stable order."""
+def load_phrasings(path: Path) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(file, title) -> the phrasings of that entry's question, from a JSON-lines file of
+    ``{"source": FILE, "title": HEADING, "phrasings": [...]}`` (``data/faq_phrasings.jsonl``)."""
+    table: dict[tuple[str, str], tuple[str, ...]] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise RagError(
+            f"Cannot read the FAQ phrasings {str(path)!r} ({type(err).__name__}): run from this "
+            "project's checkout, which holds data/faq_phrasings.jsonl."
+        ) from err
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            key = (str(record["source"]), str(record["title"]))
+            table[key] = tuple(str(p).strip() for p in record["phrasings"] if str(p).strip())
+        except (ValueError, KeyError, TypeError) as err:
+            raise RagError(
+                f"Line {number} of {Path(path).name} is not a phrasing record ({type(err).__name__}): "
+                'write {"source": ..., "title": ..., "phrasings": [...]} on it.'
+            ) from err
+    return table
+
+
+def faq_entries(
+    docs_dir: Path, phrasings: dict[tuple[str, str], tuple[str, ...]] | None = None
+) -> list[Entry]:
+    """Every entry of every FAQ file under the unzipped docs folder, in a stable order, each
+    with its ``phrasings`` (see :func:`load_phrasings`) where the table has them."""
     entries: list[Entry] = []
     for path in faq_files(docs_dir):
         entries.extend(split_entries(read_markdown(path), path.name, docs_root=path.parent.parent))
@@ -219,7 +251,8 @@ def faq_entries(docs_dir: Path) -> list[Entry]:
             f"The FAQ files in {docs_dir} have no entries (they are empty or hold only "
             "headings): use the official docs zip."
         )
-    return entries
+    table = phrasings or {}
+    return [replace(e, phrasings=table.get((e.source, e.title), ())) for e in entries]
 
 
 def doc_entries(docs_dir: Path) -> list[Entry]:

@@ -12,7 +12,14 @@ import json
 import sys
 
 from milvus_rag import chunking, corpus, embedding, evaluation, generation, index, search
-from milvus_rag.config import collections, eval_questions, milvus_token, positive_int, setting
+from milvus_rag.config import (
+    collections,
+    eval_questions,
+    milvus_token,
+    phrasings_path,
+    positive_int,
+    setting,
+)
 from milvus_rag.errors import RagError, cause
 
 
@@ -74,7 +81,10 @@ def _load_embedding() -> embedding.Embedding:
 
 def _ingest(args, client, model, collection: str) -> dict:
     docs_dir = corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
-    entries = chunking.doc_entries(docs_dir) if args.all_docs else chunking.faq_entries(docs_dir)
+    if args.all_docs:
+        entries = chunking.doc_entries(docs_dir)
+    else:
+        entries = chunking.faq_entries(docs_dir, chunking.load_phrasings(phrasings_path()))
     return index.sync(client, collection, model, entries, rebuild=args.rebuild)
 
 
@@ -114,7 +124,8 @@ def _eval(args, client, model, names) -> None:
     if unknown:
         _status(f"Warning: {len(unknown)} gold title(s) head no FAQ entry: {unknown[:3]}")
     try:
-        evaluation.build_collections(client, names, model, docs_dir, strategies)
+        phrasings = chunking.load_phrasings(phrasings_path())
+        evaluation.build_collections(client, names, model, docs_dir, strategies, phrasings)
         results = evaluation.evaluate(client, names, model, questions, strategies)
     finally:
         evaluation.drop_collections(client, names)

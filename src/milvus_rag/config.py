@@ -138,6 +138,12 @@ def eval_questions() -> Path:
     return (root if root is not None else Path.cwd()) / "data" / "eval" / "test.jsonl"
 
 
+def phrasings_path() -> Path:
+    """The checkout's ``data/faq_phrasings.jsonl``: other ways users ask each FAQ question."""
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "data" / "faq_phrasings.jsonl"
+
+
 def _is_checkout(folder: Path) -> bool:
     pyproject = folder / "pyproject.toml"
     return (

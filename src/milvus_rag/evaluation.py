@@ -31,9 +31,11 @@ BOOTSTRAP_SAMPLES = 2000
 
 METRICS = ("hit@1", "hit@3", "mrr")
 
-CANDIDATES = ("entry-dense", "entry-bm25", "entry-hybrid-rrf", "entry-hybrid-weighted")
-"""Strategies that may be the default, simplest first. The tutorial's split is the baseline:
-its pieces cut answers at sub-headings, so the LLM would see fragments."""
+CANDIDATES = ("entry-dense", "entry-bm25", "entry-phrasings-dense", "entry-hybrid-rrf",
+              "entry-hybrid-weighted")  # fmt: skip
+"""Strategies that may be the default, simplest first (one route before two; plain entries
+before entries with phrasings). The tutorial's split is the baseline: its pieces cut answers at
+sub-headings, so the LLM would see fragments."""
 
 
 @dataclass(frozen=True)
@@ -158,12 +160,15 @@ def unknown_golds(questions: list[Question], entries: list[chunking.Entry]) -> l
     return sorted({q.gold for q in questions if not any(is_hit(e.text, q.gold) for e in entries)})
 
 
-def build_collections(client, names: Collections, embedding, docs_dir: Path, strategies) -> None:
+def build_collections(
+    client, names: Collections, embedding, docs_dir: Path, strategies, phrasings=None
+) -> None:
     """(Re)create the evaluation collections the ``strategies`` need, with a BM25 field where
-    any of them searches by BM25 (Milvus 2.5+)."""
+    any of them searches by BM25 (Milvus 2.5+); entries carry their ``phrasings`` (see
+    :func:`milvus_rag.chunking.load_phrasings`) for the strategy that searches them."""
     plans = {
         "tutorial": (names.eval_tutorial, chunking.tutorial_pieces),
-        "entry": (names.eval_entries, chunking.faq_entries),
+        "entry": (names.eval_entries, lambda folder: chunking.faq_entries(folder, phrasings)),
     }
     for kind, (name, load) in plans.items():
         chosen = [search.strategy_named(s) for s in strategies]

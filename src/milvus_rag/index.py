@@ -49,7 +49,7 @@ ANALYZER_PARAMS = {
 MINIMUM_MILVUS = {"BM25 full-text search": (2, 5)}
 """Features this project uses beyond Milvus 2.4, and the first version that has them."""
 
-FIELDS = ("text", "search_text", "source", "title", "section", "dense")
+FIELDS = ("entry", "view", "text", "search_text", "source", "title", "section", "dense")
 """The fields of an entries collection (``sparse`` too when it has BM25)."""
 
 
@@ -180,6 +180,8 @@ def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
         client.drop_collection(name)
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("entry", DataType.INT64)  # the entry's id: one hit per entry (group_by)
+    schema.add_field("view", DataType.INT64)  # 0: the entry itself; 1..: one of its phrasings
     schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH)
     analyzer = {"enable_analyzer": True, "analyzer_params": ANALYZER_PARAMS} if bm25 else {}
     schema.add_field("search_text", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH, **analyzer)
@@ -217,22 +219,27 @@ def content_id(*parts: object) -> int:
 
 
 def entry_rows(entries: list[Entry]) -> list[dict]:
-    """One row per entry (no vector yet), its id derived from its file and text.
+    """One row per entry (view 0) and per phrasing of it (views 1..), no vectors yet.
 
-    The same entry text from the same file always gets the same id; a changed entry gets a new
-    one, so its old row can be found and deleted.
+    Every row carries the entry's whole text; ``search_text`` is what is embedded: the entry
+    itself, or one phrasing. Ids derive from the content: the same entry from the same file
+    always gets the same ids, a changed one new ids, so its old rows can be found and deleted.
     """
-    rows = {}
+    rows: dict[int, dict] = {}
     for entry in entries:
-        row_id = content_id(entry.source, entry.text)
-        rows[row_id] = {  # a file repeating an entry word for word keeps one row
-            "id": row_id,
-            "text": entry.text,
-            "search_text": entry.search_text,
-            "source": entry.source,
-            "title": entry.title,
-            "section": entry.section,
-        }
+        entry_id = content_id(entry.source, entry.text)
+        for view, search_text in enumerate((entry.search_text, *entry.phrasings)):
+            row_id = content_id(entry_id, view, search_text)
+            rows[row_id] = {  # a file repeating an entry word for word keeps one set of rows
+                "id": row_id,
+                "entry": entry_id,
+                "view": view,
+                "text": entry.text,
+                "search_text": search_text,
+                "source": entry.source,
+                "title": entry.title,
+                "section": entry.section,
+            }
     return list(rows.values())
 
 
@@ -343,7 +350,8 @@ def sync(
     insert_rows(client, name, embedding, missing)
     return {
         "collection": name,
-        "count": len(wanted),
+        "count": len({row["entry"] for row in wanted}),
+        "rows": len(wanted),
         "added": len(missing),
         "removed": len(stale),
     }

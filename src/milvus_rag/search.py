@@ -7,6 +7,10 @@
 ``bm25``       Milvus's full-text search over the text (needs a collection with BM25).
 ``rrf``        dense and BM25 results fused by reciprocal rank (``RRFRanker(60)``).
 ``weighted``   dense and BM25 scores fused by weight (``WeightedRanker``).
+``phrasings``  dense over each entry and each phrasing of its question (other ways users ask
+               it, ``data/faq_phrasings.jsonl``), best one per entry (``group_by_field``).
+
+All but ``phrasings`` search the entries themselves (``filter="view == 0"``).
 
 ``DEFAULT_STRATEGY`` is the one the command line and the improved pipeline use; see the
 README's "How good is the retrieval?" for how it was chosen.
@@ -35,12 +39,15 @@ most rankings; weights inversely proportional to the spreads give each route the
 
 OUTPUT_FIELDS = ["text", "source", "title"]
 
+WHOLE_ENTRY = "view == 0"
+"""Filter for the row of an entry itself (its other rows are phrasings of its question)."""
+
 
 @dataclass(frozen=True)
 class Strategy:
     name: str
     chunking: str  # "tutorial" or "entry"
-    kind: str  # "dense", "bm25", "rrf" or "weighted"
+    kind: str  # "dense", "phrasings", "bm25", "rrf" or "weighted"
     description: str
 
     @property
@@ -55,6 +62,12 @@ STRATEGIES: dict[str, Strategy] = {
         Strategy("tutorial-bm25", "tutorial", "bm25", "tutorial split, BM25"),
         Strategy("tutorial-hybrid-rrf", "tutorial", "rrf", "tutorial split, dense + BM25, RRF"),
         Strategy("entry-dense", "entry", "dense", "one piece per FAQ entry, dense"),
+        Strategy(
+            "entry-phrasings-dense",
+            "entry",
+            "phrasings",
+            "FAQ entries + phrasings of their questions, dense, best per entry",
+        ),  # fmt: skip
         Strategy("entry-bm25", "entry", "bm25", "one piece per FAQ entry, BM25"),
         Strategy("entry-hybrid-rrf", "entry", "rrf", "FAQ entries, dense + BM25, RRF"),
         Strategy(
@@ -63,7 +76,7 @@ STRATEGIES: dict[str, Strategy] = {
     )
 }
 
-DEFAULT_STRATEGY = "entry-dense"
+DEFAULT_STRATEGY = "entry-phrasings-dense"
 """The strategy of the command line and the improved pipeline."""
 
 
@@ -146,22 +159,27 @@ def search(client, collection: str, embedding, question: str, k: int, strategy: 
     if chosen.kind == "bm25":
         return to_hits(
             client.search(
-                data=[question], anns_field="sparse", search_params=bm25_params, **common
+                data=[question], anns_field="sparse", search_params=bm25_params,
+                filter=WHOLE_ENTRY, **common,
             )[0],
             bm25=True,
         )  # fmt: skip
     query_vector = embedding.encode_queries([question])[0]
     dense_params = {"metric_type": METRIC_TYPE, "params": {}}
-    if chosen.kind == "dense":
+    if chosen.kind in ("dense", "phrasings"):
+        scope = (
+            {"group_by_field": "entry"} if chosen.kind == "phrasings" else {"filter": WHOLE_ENTRY}
+        )
         return to_hits(
             client.search(
-                data=[query_vector], anns_field="dense", search_params=dense_params, **common
+                data=[query_vector], anns_field="dense", search_params=dense_params,
+                **scope, **common,
             )[0]
-        )
+        )  # fmt: skip
     candidates = max(k, CANDIDATES)
     routes = [
-        AnnSearchRequest([query_vector], "dense", dense_params, candidates),
-        AnnSearchRequest([question], "sparse", bm25_params, candidates),
+        AnnSearchRequest([query_vector], "dense", dense_params, candidates, expr=WHOLE_ENTRY),
+        AnnSearchRequest([question], "sparse", bm25_params, candidates, expr=WHOLE_ENTRY),
     ]
     ranker = (
         RRFRanker(RRF_K) if chosen.kind == "rrf" else WeightedRanker(DENSE_WEIGHT, 1 - DENSE_WEIGHT)
