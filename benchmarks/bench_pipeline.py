@@ -24,7 +24,7 @@ fails if the model did not run where it should have.
 
 Part 2 (unless ``--skip-cli-pipeline``), the command line's own pipeline, run in this process
 through ``milvus_rag.cli.main`` exactly as ``python -m milvus_rag`` runs it (each call loads the
-model, connects, and closes its client): ``ingest --rebuild`` (61 FAQ entries, one row each),
+model, connects, and closes its client): ``ingest --rebuild`` (61 FAQ entries and 4 phrasings of each, 305 rows),
 ``ingest`` again with nothing to do, and ``ask --json`` for the first ``--ask-questions``
 questions (retrieval, then the local answerer). Every call must exit 0. Then the retrieval that
 ``ask`` runs (``search.search`` with ``search.DEFAULT_STRATEGY``) over all the questions, with
@@ -312,7 +312,7 @@ def cli_pipeline(client, uri, docs_source, embedding, clock, questions, text_lin
     out, again_s = run_cli(["ingest", *common])
     again = json.loads(out.strip().splitlines()[-1])
     again_load_s = clock.load_s
-    if first["added"] != first["count"] or again["added"] or again["removed"]:
+    if first["added"] != first["rows"] or again["added"] or again["removed"]:
         raise RuntimeError(f"unexpected ingest results: first {first}, second {again}")
 
     asks, ask_loads, ask_top1 = [], [], 0
