@@ -2,15 +2,13 @@
 
 import os
 import sys
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/support, tests/helpers
 
-from support.endpoints import CANARY_KEY, FailingEndpoint  # noqa: E402
+from support.endpoints import CANARY_KEY, FailingEndpoint, base_url, serve  # noqa: E402
 from support.fakes import FakeEmbedding  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,24 +78,29 @@ def canary_key() -> str:
 
 
 @pytest.fixture()
-def failing_endpoint():
-    """Start endpoints on 127.0.0.1: ``start(status, message=None) -> (base_url, handler)``."""
+def serve_endpoint():
+    """``start(handler, host="127.0.0.1") -> base URL``: servers stopped after the test."""
     servers = []
+
+    def start(handler: type, host: str = "127.0.0.1") -> str:
+        servers.append(serve(handler, host))
+        return base_url(servers[-1])
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def failing_endpoint(serve_endpoint):
+    """``start(status, message=None, host="127.0.0.1") -> (base_url, handler)``."""
 
     def start(status: int, message: str | None = None, host: str = "127.0.0.1"):
         attrs = {"status": status, "requests": []}
         if message is not None:
             attrs["message"] = message
         handler = type("Handler", (FailingEndpoint,), attrs)
-        server = ThreadingHTTPServer((host, 0), handler)
-        server.daemon_threads = True
-        threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        ).start()
-        servers.append(server)
-        return f"http://{host}:{server.server_address[1]}/v1", handler
+        return serve_endpoint(handler, host), handler
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start

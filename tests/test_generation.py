@@ -14,10 +14,8 @@ import contextlib
 import io
 import json
 import socket
-import socketserver
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 
 import openai
@@ -44,20 +42,6 @@ from milvus_rag.generation import (
 MESSAGES = [{"role": "user", "content": "How is data stored in milvus?"}]
 REPLY = "Milvus stores inserted data in object storage as incremental logs [1]."
 
-
-POLL_S = 0.02
-"""How often the test servers' loop looks for shutdown (serve_forever's default: 0.5 s)."""
-
-
-def _serve_forever_quickly(self, poll_interval=POLL_S):
-    socketserver.BaseServer.serve_forever(self, poll_interval)
-
-
-@pytest.fixture()
-def failing_endpoint(failing_endpoint, monkeypatch):
-    """conftest's endpoints, stopping in 20 ms instead of 0.5 s each, which keeps this file fast."""
-    monkeypatch.setattr(ThreadingHTTPServer, "serve_forever", _serve_forever_quickly)
-    return failing_endpoint
 
 
 @pytest.fixture()
@@ -171,23 +155,15 @@ class Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture()
-def recording_endpoint():
+def recording_endpoint(serve_endpoint):
     """``start(host="127.0.0.1", text=REPLY, frames=None) -> (base_url, handler)``."""
-    servers = []
 
     def start(host: str = "127.0.0.1", text: str = REPLY, frames: list[str] | None = None):
         attrs = {"bodies": [], "auth": [], "text": text, "frames": frames}
         handler = type("RecorderHandler", (Recorder,), attrs)
-        server = ThreadingHTTPServer((host, 0), handler)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, args=(POLL_S,), daemon=True).start()
-        servers.append(server)
-        return f"http://{host}:{server.server_address[1]}/v1", handler
+        return serve_endpoint(handler, host), handler
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    return start
 
 
 # --------------------------------------------------------------------------- build_messages

@@ -6,7 +6,6 @@ import asyncio
 import copy
 import json
 import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import nbformat
@@ -47,14 +46,12 @@ def session(tmp_path_factory, docs_zip):
     """A kernel taken through what people do to it; the notebook of each stage is kept."""
 
     from _pytest.monkeypatch import MonkeyPatch
-
-    from conftest import CANARY_KEY, FailingEndpoint
+    from support.endpoints import CANARY_KEY, FailingEndpoint, base_url, serve
 
     folder = tmp_path_factory.mktemp("notebook")
     handler = type("Rejects", (FailingEndpoint,), {"status": 401, "requests": []})
-    endpoint = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=endpoint.serve_forever, daemon=True).start()
-    failing_url = f"http://127.0.0.1:{endpoint.server_address[1]}/v1"
+    endpoint = serve(handler)
+    failing_url = base_url(endpoint)
 
     patch = MonkeyPatch()
     patch.setenv("LLM_API_KEY", CANARY_KEY)  # the kernel inherits the environment

@@ -2,10 +2,29 @@
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CANARY_KEY = "sk-canary-DO-NOT-PRINT-4f1c2a"
 """A key-shaped secret: tests set it and check that it never appears in any output."""
+
+
+def serve(handler: type, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """Serve ``handler`` on ``host`` and a port the system picks, in a daemon thread.
+
+    It checks for ``shutdown()`` every 20 ms (``serve_forever``'s default is 0.5 s, which adds
+    up over a test file). Stop it with ``server.shutdown(); server.server_close()``.
+    """
+    server = ThreadingHTTPServer((host, 0), handler)
+    server.daemon_threads = True
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    ).start()
+    return server
+
+
+def base_url(server: ThreadingHTTPServer) -> str:
+    host, port = server.server_address[:2]
+    return f"http://{host}:{port}/v1"
 
 
 class FailingEndpoint(BaseHTTPRequestHandler):
