@@ -19,7 +19,7 @@ import pytest
 from support.hf_standin import standin_env
 
 from milvus_rag import embedding as emb
-from milvus_rag.errors import RagError
+from milvus_rag.errors import RagError, cause
 
 # --- quick tests: no model is loaded -------------------------------------------------------
 
@@ -157,7 +157,7 @@ def test_each_text_is_embedded_once_per_loaded_model():
 
 
 def test_long_causes_are_cut_to_one_short_line():
-    text = emb.describe(RuntimeError("x" * 500 + "\nmore"))
+    text = cause(RuntimeError("x" * 500 + "\nmore"), emb.CAUSE_CHARS)
     assert text.startswith("RuntimeError: xxx") and text.endswith("…") and len(text) == 200
 
 

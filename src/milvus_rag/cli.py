@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from milvus_rag import chunking, corpus, embedding, evaluation, generation, index, search
 from milvus_rag.config import (
@@ -79,8 +80,12 @@ def _load_embedding() -> embedding.Embedding:
     return loaded
 
 
-def _ingest(args, client, model, collection: str) -> dict:
-    docs_dir = corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
+def _docs(args) -> Path:
+    """The unzipped docs of ``--docs`` or ``MILVUS_DOCS_ZIP`` (downloaded and unzipped once)."""
+    return corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
+
+
+def _ingest(args, client, model, collection: str, docs_dir: Path) -> dict:
     if args.all_docs:
         entries = chunking.doc_entries(docs_dir)
     else:
@@ -88,13 +93,12 @@ def _ingest(args, client, model, collection: str) -> dict:
     return index.sync(client, collection, model, entries, rebuild=args.rebuild)
 
 
-def _ask(args, client, model, collection: str) -> None:
-    k = positive_int("--k", args.k) if args.k is not None else positive_int("RAG_TOP_K")
+def _ask(args, client, model, collection: str, k: int) -> None:
     model.check_question(args.question)
     if not client.has_collection(collection):
         args.all_docs = args.rebuild = False
         _status(f"Collection {collection!r} does not exist yet: ingesting the FAQ first.")
-        _status(json.dumps(_ingest(args, client, model, collection)))
+        _status(json.dumps(_ingest(args, client, model, collection, _docs(args))))
     else:
         index.check_collection(client, collection, model)
         index.ensure_loaded(client, collection)
@@ -114,12 +118,11 @@ def _ask(args, client, model, collection: str) -> None:
     print(search.format_hits(hits))
 
 
-def _eval(args, client, model, names) -> None:
-    depth = positive_int("--k", args.k)
+def _eval(args, client, model, names, depth: int) -> None:
     path = args.questions or eval_questions()
     questions = evaluation.load_questions(path)
     strategies = [args.strategy] if args.only else list(search.STRATEGIES)
-    docs_dir = corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
+    docs_dir = _docs(args)
     unknown = evaluation.unknown_golds(questions, chunking.faq_entries(docs_dir))
     if unknown:
         _status(f"Warning: {len(unknown)} gold title(s) head no FAQ entry: {unknown[:3]}")
@@ -162,25 +165,22 @@ def run(argv: list[str] | None = None) -> int:
     names = collections(args.collection or setting("MILVUS_COLLECTION"))
     index.check_uri(uri)  # what can be checked without the model fails before it loads
     if args.command == "ingest":
-        corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
+        docs_dir = _docs(args)
     elif args.command == "ask":
-        if not args.question.strip():
-            raise RagError(
-                'The question is empty: ask something, e.g. "How is data stored in milvus?".'
-            )
-        positive_int("--k", args.k) if args.k is not None else positive_int("RAG_TOP_K")
+        embedding.require_question(args.question)
+        k = positive_int("--k", args.k) if args.k is not None else positive_int("RAG_TOP_K")
     else:
         search.strategy_named(args.strategy)
-        positive_int("--k", args.k)
+        depth = positive_int("--k", args.k)
     model = _load_embedding()
     client = index.connect(uri, milvus_token())
     try:
         if args.command == "ingest":
-            print(json.dumps(_ingest(args, client, model, names.faq)))
+            print(json.dumps(_ingest(args, client, model, names.faq, docs_dir)))
         elif args.command == "ask":
-            _ask(args, client, model, names.faq)
+            _ask(args, client, model, names.faq, k)
         else:
-            _eval(args, client, model, names)
+            _eval(args, client, model, names, depth)
     finally:
         client.close()
     return 0

