@@ -61,7 +61,7 @@ _PASSAGE = re.compile(r"^\[(\d+)\] ", re.M)
 def numbered_sections(context: str) -> list[tuple[int | None, list[str]]]:
     """The context's passages as (number, sentences), in rank order, dropping empty ones.
 
-    Passages numbered ``[1] ...`` (as ``prompts.number_passages`` writes them) are split at
+    Passages numbered ``[1] ...`` (as ``generation.build_messages`` writes them) are split at
     their numbers; an unnumbered context is cut where a FAQ question title starts.
     """
     marks = list(_PASSAGE.finditer(context))
