@@ -7,12 +7,20 @@ a real endpoint or the checkout's data/.
 """
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent
 SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
+collect_ignore_glob = ["notebooks/executed*", "notebooks/*executed*.ipynb"]
+"""Executed copies of the notebook (``make run``, papermill by hand) are outputs, not tests."""
+
 _SCRATCH = tempfile.mkdtemp(prefix="milvus-rag-tests-")
+"""Everything a test session writes: tmp_path folders, caches, kernels' and servers' files
+(TMPDIR points here). Removed when the session ends, so nothing is left behind."""
 
 
 def shared_docs_zip() -> Path | None:
@@ -21,29 +29,41 @@ def shared_docs_zip() -> Path | None:
     return configured if configured.is_file() else None
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    scratch = Path(_SCRATCH)
+    if config.option.basetemp is None:
+        config.option.basetemp = str(scratch / "pytest")
+    for name, folder in (("TMPDIR", "tmp"), ("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "mpl"),
+                         ("JUPYTER_RUNTIME_DIR", "jupyter-runtime")):  # fmt: skip
+        (scratch / folder).mkdir(exist_ok=True)
+        os.environ[name] = str(scratch / folder)
+    tempfile.tempdir = str(scratch / "tmp")
     for name in (
         "LLM_BASE_URL", "LLM_API_KEY", "LEPTONAI_TOKEN", "LLM_MODEL", "LLM_MAX_TOKENS",
         "LLM_TEMPERATURE", "LLM_TIMEOUT", "MILVUS_TOKEN", "MILVUS_COLLECTION", "RAG_QUESTION",
-        "RAG_TOP_K", "RAG_EVAL_QUESTIONS", "EMBEDDING_MODEL",
+        "RAG_TOP_K", "RAG_EVAL_QUESTIONS", "EMBEDDING_MODEL", "MILVUS_URI", "RAG_MY_DOCS",
     ):  # fmt: skip
         os.environ.pop(name, None)
     zip_path = shared_docs_zip()
     if zip_path is not None:
         os.environ["MILVUS_DOCS_ZIP"] = str(zip_path)
-    os.environ["MILVUS_URI"] = str(Path(_SCRATCH) / "notebook_milvus.db")
+    os.environ["MILVUS_LITE_PATH"] = str(Path(_SCRATCH) / "notebook_milvus.db")
     os.environ["MILVUS_RAG_DATA_DIR"] = str(Path(_SCRATCH) / "data")
+    os.environ["MILVUS_RAG_MODEL_CACHE"] = str(Path(_SCRATCH) / "models")  # converted once a session
     os.environ["RAG_PROGRESS"] = "text"  # saved outputs hold text bars, not widgets
     os.environ["HF_HOME"] = str(Path(_SCRATCH) / "hf-home")  # never the developer's cache
     os.environ["MILVUS_RAG_TEST_SCRATCH"] = _SCRATCH
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_unconfigure(config):
+    shutil.rmtree(_SCRATCH, ignore_errors=True)
+
+
 def pytest_collection_modifyitems(config, items):
     """The notebook run (nbmake) is a slow test; without the docs zip it cannot run at all:
     say so plainly (and fail in CI)."""
-    import pytest
-
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)

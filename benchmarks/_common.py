@@ -146,10 +146,3 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def hide_lite_path_uri() -> None:
-    """pymilvus refuses to import with ``MILVUS_URI`` set to a path; the benchmarks do not use it."""
-    uri = os.environ.get("MILVUS_URI", "")
-    if uri and "://" not in uri:
-        del os.environ["MILVUS_URI"]

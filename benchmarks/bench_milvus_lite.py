@@ -49,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     dir_size_bytes,
-    hide_lite_path_uri,
     latency_summary_ms,
     markdown_table,
     mib,
@@ -57,8 +56,6 @@ from _common import (  # noqa: E402
     proc_status_kib,
 )
 from support.milvus_servers import start as start_server  # noqa: E402  (tests/, via _common)
-
-hide_lite_path_uri()
 
 COLLECTION = "bench"
 MODES = ("embedded", "grpc")

@@ -64,8 +64,6 @@ from _common import (  # noqa: E402
     proc_status_kib,
 )
 
-import milvus_rag  # noqa: E402, F401  (before pymilvus: it copes with MILVUS_URI set to a path)
-
 PREFIXES = ("", "", "Quick question: ", "In Milvus, ", "Please tell me: ", "FAQ: ")
 BASE_COLLECTION = "bench_rag"  # the tutorial's collection; the CLI's is "<base>_faq"
 CORPUS_COLLECTION = "bench_rag_corpus"
@@ -328,8 +326,8 @@ def cli_pipeline(client, uri, docs_source, embedding, clock, questions, text_lin
 
     def retrieve(model, question: str):
         return search.search(
-            client, names.faq, model, question, args.top_k, search.DEFAULT_STRATEGY
-        )
+            client, names.faq, model, [question], args.top_k, search.DEFAULT_STRATEGY
+        )[0]
 
     for question, _ in questions[:5]:  # warm-up
         retrieve(uncached(embedding), question)

@@ -61,11 +61,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.docs:
         os.environ["MILVUS_DOCS_ZIP"] = str(Path(args.docs).resolve())
-    for name in ("LLM_BASE_URL", "LLM_API_KEY", "LEPTONAI_TOKEN", "MILVUS_TOKEN"):
+    for name in ("LLM_BASE_URL", "LLM_API_KEY", "LEPTONAI_TOKEN", "MILVUS_TOKEN", "MILVUS_URI"):
         os.environ.pop(name, None)
-    os.environ["RAG_PROGRESS"] = "text"  # saved outputs hold the final state of text bars
+    os.environ["RAG_PROGRESS"] = "text"  # saved outputs hold text bars (stdout), not widgets
     with tempfile.TemporaryDirectory() as scratch:
-        os.environ["MILVUS_URI"] = str(Path(scratch) / "milvus_demo.db")
+        os.environ["MILVUS_LITE_PATH"] = str(Path(scratch) / "milvus_demo.db")
         output = Path(scratch) / NOTEBOOK.name
         pm.execute_notebook(
             str(NOTEBOOK),

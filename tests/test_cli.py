@@ -19,7 +19,7 @@ def run(monkeypatch, lite_uri, fake_embedding, docs_zip, capsys, tmp_path):
     empty = tmp_path / "no-phrasings.jsonl"
     empty.write_text("")
     monkeypatch.setattr(cli, "phrasings_path", lambda: empty)
-    monkeypatch.setenv("MILVUS_URI", lite_uri)
+    monkeypatch.setenv("MILVUS_LITE_PATH", lite_uri)
     monkeypatch.setenv("MILVUS_DOCS_ZIP", str(docs_zip))
     monkeypatch.setattr(embedding, "load_embedding", lambda choice: fake_embedding)
 
@@ -54,12 +54,8 @@ def test_ask_json_ingests_a_missing_collection_and_honours_flags(run):
     assert code == 0 and "does not exist yet: ingesting" in err
     answer = json.loads(out)
     assert [hit["title"] for hit in answer["hits"]][0] == "Where does Milvus store data?"
-    assert len(answer["hits"]) == 2 and set(answer["hits"][0]) == {
-        "text",
-        "distance",
-        "source",
-        "title",
-    }
+    assert len(answer["hits"]) == 2
+    assert set(answer["hits"][0]) == {"text", "score", "source", "title"}
     assert "etcd" in answer["answer"] and answer["answer"].endswith("[1]")
 
 
@@ -79,7 +75,7 @@ def test_eval_prints_intervals_the_default_and_one_json_line(run, tmp_path):
     output = tmp_path / "hits.jsonl"
     code, out, _ = run("eval", "--questions", str(questions), "--output", str(output))
     assert code == 0
-    assert "entry-dense" in out and "95% bootstrap interval" in out and "Default: " in out
+    assert "entry-dense" in out and "95% bootstrap interval" in out and "Default by the rule: " in out
     assert json.loads(out.splitlines()[-1])["n"] == 1
     assert len(json.loads(output.read_text())["hits"]) == 10
     code, out, _ = run("eval", "--questions", str(questions), "--only")
@@ -92,8 +88,8 @@ def test_eval_prints_intervals_the_default_and_one_json_line(run, tmp_path):
         (["ask", "   "], "The question is empty"),
         (["ask", "q", "--k", "0"], "--k must be a whole number of at least 1"),
         (["eval", "--strategy", "nope"], "Unknown retrieval strategy 'nope'"),
-        (["ingest", "--docs", "/nonexistent/docs.zip"], "does not exist: set MILVUS_DOCS_ZIP"),
-        (["ingest", "--uri", "./no-suffix"], "a Milvus Lite path ends in .db"),
+        (["ingest", "--docs", "/nonexistent/docs.zip"], "'/nonexistent/docs.zip' does not exist"),
+        (["ingest", "--uri", "./no-suffix"], "a Milvus Lite path (MILVUS_LITE_PATH) ends in .db"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_1(run, argv, message):
@@ -109,9 +105,7 @@ def test_the_real_command_prints_one_error_line_and_exits_1(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert completed.returncode == 1 and completed.stdout == ""
-    assert (
-        completed.stderr.startswith("error: The docs zip") and "Traceback" not in completed.stderr
-    )
+    assert completed.stderr.startswith("error: The docs source") and "Traceback" not in completed.stderr
     assert len(completed.stderr.strip().splitlines()) == 1
 
 
@@ -125,3 +119,117 @@ def test_ask_answers_from_a_keyless_endpoint_that_is_not_localhost(run, monkeypa
         code, out, err = run("ask", "Where does Milvus store data?", "--json")
     assert code == 0, err
     assert server.base_url.startswith("http://127.0.0.2:") and "etcd" in json.loads(out)["answer"]
+
+
+# --------------------------------------------------------------------------- your own documents
+
+
+def own_folder(root):
+    """A folder of your own: subfolders, front matter, a code fence, a .txt, spaces, non-ASCII."""
+    (root / "guides" / "größe und länge").mkdir(parents=True)
+    (root / "guides" / "setup.md").write_text(
+        "---\ntitle: Setup\n---\n# Setup\n\n## Installing the widget\n\nRun the installer, "
+        "then reboot the flux capacitor.\n\n```bash\n# not a heading\nmake install\n```\n",
+        encoding="utf-8",
+    )
+    (root / "guides" / "größe und länge" / "notes.txt").write_text(
+        "Quarterly figures are archived on the blue server.\n\nBackups run every night at two.\n",
+        encoding="utf-8",
+    )
+    return root
+
+
+def test_own_folder_and_zip_ingest_and_answer_beside_the_faq(run, tmp_path):
+    import zipfile
+
+    assert json.loads(run("ingest")[1])["added"] == 61  # the FAQ, as before
+    folder = own_folder(tmp_path / "my notes")
+    code, out, err = run("ingest", "--docs", str(folder))
+    report = json.loads(out)
+    assert code == 0 and report["collection"].startswith("my_rag_collection_my_notes")
+    assert report["added"] == report["rows"] >= 2
+    code, out, err = run("ask", "how do I reboot the flux capacitor", "--json", "--docs", str(folder))
+    hits = json.loads(out)["hits"]
+    assert code == 0 and hits[0]["source"] == "guides/setup.md" and "installer" in hits[0]["text"]
+    code, out, _ = run("ask", "when do backups run", "--json", "--docs", str(folder), "--k", "1")
+    assert json.loads(out)["hits"][0]["source"].endswith("notes.txt")
+    archive = tmp_path / "notes.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in folder.rglob("*"):
+            zf.write(path, path.relative_to(folder).as_posix())
+    zipped = json.loads(run("ingest", "--docs", str(archive))[1])
+    assert zipped["collection"] not in (report["collection"], "my_rag_collection_faq")
+    assert (zipped["added"], zipped["rows"]) == (report["rows"], report["rows"])
+    assert json.loads(run("ingest")[1]) == {"collection": "my_rag_collection_faq", "count": 61,
+                                           "rows": 61, "added": 0, "removed": 0}  # fmt: skip
+
+
+def test_all_docs_has_a_collection_of_its_own(run, tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "en" / "faq").mkdir(parents=True)
+    (docs / "en" / "faq" / "faq.md").write_text("# FAQ\n\n## Is it fast?\n\nYes, quite.\n")
+    (docs / "en" / "intro.md").write_text("# Intro\n\n## What is it?\n\nA database.\n")
+    faq = json.loads(run("ingest", "--docs", str(docs))[1])
+    every = json.loads(run("ingest", "--docs", str(docs), "--all-docs")[1])
+    assert (faq["collection"], faq["count"]) == ("my_rag_collection_faq", 1)
+    assert (every["collection"], every["count"]) == ("my_rag_collection_docs", 2)
+    again = json.loads(run("ingest", "--docs", str(docs))[1])
+    assert (again["added"], again["removed"]) == (0, 0)
+
+
+def test_ask_completes_an_interrupted_ingest_and_says_so(run, lite_uri):
+    from milvus_rag import index
+
+    run("ingest")
+    client = index.connect(lite_uri)
+    client.delete(collection_name="my_rag_collection_faq", ids=sorted(index.existing_ids(
+        client, "my_rag_collection_faq"))[:40])  # fmt: skip
+    record = index.built_by(client, "my_rag_collection_faq")
+    client.alter_collection_properties(
+        "my_rag_collection_faq", {index.BUILT_BY: json.dumps({**record, "complete": False})}
+    )
+    code, out, err = run("ask", "Where does Milvus store data?", "--json")
+    assert code == 0 and "did not match its documents (its last ingest did not complete)" in err
+    assert "40 rows added" in err
+    assert json.loads(out)["hits"][0]["title"] == "Where does Milvus store data?"
+    assert index.built_by(client, "my_rag_collection_faq")["complete"] is True
+
+
+def test_ask_refuses_an_index_built_by_another_model(run, monkeypatch):
+    from support.fakes import FakeEmbedding
+
+    run("ingest")
+
+    class Other(FakeEmbedding):
+        name = "other model"
+
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice: Other())
+    code, out, err = run("ask", "Where does Milvus store data?")
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and out == "" and "fake (hashed bag of words)" in line and "other model" in line
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: None, "No readable Markdown"),
+        (lambda d: (d / "only.pdf").write_bytes(b"%PDF-1.4"), "No readable Markdown"),
+    ],
+)
+def test_a_folder_with_nothing_to_index_is_refused_and_changes_nothing(run, tmp_path, make, message):
+    run("ingest")
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    make(folder)
+    code, out, err = run("ingest", "--docs", str(folder))
+    assert code == 1 and out == "" and err.startswith("error: ") and message in err
+    assert json.loads(run("ingest")[1])["added"] == 0
+
+
+def test_a_bad_file_is_skipped_with_a_warning_that_names_it(run, tmp_path):
+    folder = own_folder(tmp_path / "mine")
+    (folder / "broken.md").write_bytes(b"# Title\n\n\xff\xfe not utf-8")
+    (folder / "binary.md").write_bytes(b"\x00\x01\x02PNG")
+    code, out, err = run("ingest", "--docs", str(folder))
+    assert code == 0 and "Warning: " in err and "broken.md" in err and "binary.md" in err
+    assert json.loads(out)["added"] >= 2

@@ -9,11 +9,13 @@ import pytest
 from milvus_rag import config
 from milvus_rag.config import (
     DEFAULTS,
+    collection_name,
     collections,
     data_dir,
     eval_questions,
     llm_api_key,
     milvus_token,
+    milvus_uri,
     non_negative_float,
     positive_int,
     project_root,
@@ -183,10 +185,30 @@ def test_setting_refuses_names_that_are_not_settings_even_when_set(monkeypatch, 
 
 
 def test_collections_derive_from_the_base_name():
-    names = collections("docs")
-    assert names.tutorial == "docs"
-    assert names == ("docs", "docs_faq", "docs_eval_tutorial", "docs_eval_entries")
-    assert len(set(names)) == 4
+    names = collections("base")
+    assert names == ("base_faq", "base_docs", "base_eval_tutorial", "base_eval_entries")
+    assert names.faq == "base_faq" and names.docs == "base_docs"
+
+
+@pytest.mark.parametrize("base", ["1abc", "my-collection", "x y", "é"])
+def test_a_base_name_milvus_would_refuse_is_one_sentence(base):
+    with pytest.raises(RagError, match="not a valid Milvus collection name.*MILVUS_COLLECTION"):
+        collection_name(base, "faq")
+
+
+def test_milvus_uri_prefers_a_server_url_and_falls_back_to_the_lite_path(monkeypatch):
+    monkeypatch.delenv("MILVUS_URI", raising=False)
+    monkeypatch.setenv("MILVUS_LITE_PATH", "./mine.db")
+    assert milvus_uri() == "./mine.db"
+    monkeypatch.setenv("MILVUS_URI", "http://milvus:19530")
+    assert milvus_uri() == "http://milvus:19530"
+
+
+def test_a_path_in_milvus_uri_is_refused_with_the_variable_to_use(monkeypatch):
+    """pymilvus itself refuses, when imported, a MILVUS_URI that is not a URL."""
+    monkeypatch.setenv("MILVUS_URI", "./milvus_demo.db")
+    with pytest.raises(RagError, match="not a server URL.*MILVUS_LITE_PATH"):
+        milvus_uri()
 
 
 # --------------------------------------------------------------------------- folders
@@ -255,9 +277,9 @@ def test_eval_questions_default_to_the_checkouts_test_set(monkeypatch, tmp_path)
     install_outside_any_checkout(monkeypatch, tmp_path)
     monkeypatch.delenv("RAG_EVAL_QUESTIONS", raising=False)
     monkeypatch.chdir(checkout)
-    assert eval_questions() == checkout / "data" / "eval" / "test.jsonl"
+    assert eval_questions() == checkout / "data" / "eval" / "real_test.jsonl"
     monkeypatch.chdir(tmp_path)
-    assert eval_questions() == tmp_path / "data" / "eval" / "test.jsonl"
+    assert eval_questions() == tmp_path / "data" / "eval" / "real_test.jsonl"
 
 
 def test_eval_questions_honour_the_variable(monkeypatch, tmp_path):
@@ -272,5 +294,5 @@ def test_this_checkout_ships_the_default_test_set(monkeypatch):
     monkeypatch.delenv("RAG_EVAL_QUESTIONS", raising=False)
     root = Path(__file__).resolve().parents[1]
     assert project_root() == root
-    assert eval_questions() == root / "data" / "eval" / "test.jsonl"
-    assert eval_questions().is_file()
+    assert eval_questions() == root / "data" / "eval" / "real_test.jsonl"
+    assert all((root / "data" / "eval" / name).is_file() for name in config.EVAL_SETS.values())

@@ -20,7 +20,7 @@ def cli(*args: str, env: dict) -> subprocess.CompletedProcess:
 
 def test_ingest_and_ask_with_the_tutorials_model(standin_hf_home, tmp_path):
     env = {**standin_env(standin_hf_home), "EMBEDDING_MODEL": "default",
-           "MILVUS_URI": str(tmp_path / "default.db")}  # fmt: skip
+           "MILVUS_LITE_PATH": str(tmp_path / "default.db")}  # fmt: skip
     ingested = cli("ingest", env=env)
     assert ingested.returncode == 0, ingested.stderr
     assert "Embedding model: default (paraphrase-albert-small-v2, ONNX)" in ingested.stderr
@@ -34,7 +34,7 @@ def test_ingest_and_ask_with_the_tutorials_model(standin_hf_home, tmp_path):
 def test_auto_picks_the_cached_tutorial_model(standin_hf_home, tmp_path, hub_offline):
     """With HF_HUB_OFFLINE=1, and without it (the hub unreachable): no 50 s of retries."""
     env = {**standin_env(standin_hf_home, hub_offline=hub_offline), "EMBEDDING_MODEL": "auto",
-           "MILVUS_URI": str(tmp_path / "auto.db")}  # fmt: skip
+           "MILVUS_LITE_PATH": str(tmp_path / "auto.db")}  # fmt: skip
     asked = cli("ask", "Where does Milvus store data?", "--json", env=env)
     assert asked.returncode == 0, asked.stderr
     assert "default (paraphrase-albert-small-v2, ONNX)" in asked.stderr

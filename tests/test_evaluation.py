@@ -1,99 +1,204 @@
-"""Measuring retrieval: hits, metrics, bootstrap intervals, the default's rule, question files."""
+"""Measuring retrieval: hits, metrics, 95% intervals, the default's rule, the tables, the plot."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 
-from milvus_rag import evaluation
-from milvus_rag.config import project_root
+from milvus_rag import evaluation, index
+from milvus_rag.chunking import Entry
+from milvus_rag.config import collections, project_root
 from milvus_rag.errors import RagError
-from milvus_rag.evaluation import Result
+from milvus_rag.evaluation import DEPTH, HIT_WINDOW, Question, Result
+from milvus_rag.search import Hit
 
 
-def result(name: str, ranks: list) -> Result:
-    return Result(name, name, ranks, [[] for _ in ranks])
+def result(name: str, ranks: list, description: str = "") -> Result:
+    return Result(name, description or name, ranks, [[] for _ in ranks])
 
 
-def test_a_hit_needs_the_gold_title_within_the_first_300_characters():
-    assert evaluation.is_hit(
-        "Product FAQ > Where does Milvus store data?\n\n...", "Where does Milvus store data?"
-    )
-    assert not evaluation.is_hit(
-        "x" * 300 + "Where does Milvus store data?", "Where does Milvus store data?"
-    )
+def test_a_hit_holds_the_gold_title_within_its_first_300_characters():
+    gold = "Where does Milvus store data?"
+    inside = "x" * (HIT_WINDOW - len(gold)) + gold  # ends on the window's last character
+    assert evaluation.first_hit_rank(["a", inside, gold], gold) == 2
+    assert evaluation.first_hit_rank(["y" + inside], gold) is None
+    assert evaluation.first_hit_rank(["x" * 300 + gold], gold) is None  # deep in an answer
+
+
+def test_the_rank_is_the_first_hits_counted_from_one():
     assert evaluation.first_hit_rank(["a", "b gold", "gold"], "gold") == 2
+    assert evaluation.first_hit_rank(["gold"], "gold") == 1
     assert evaluation.first_hit_rank(["a"], "gold") is None
 
 
 def test_metrics_on_a_hand_made_case():
-    r = result("s", [1, 2, None, 4])
-    assert r.metrics == {"n": 4, "hit@1": 0.25, "hit@3": 0.5, "mrr": round((1 + 0.5 + 0.25) / 4, 4)}
-    assert result("s", [11]).value("mrr") == 0.0  # deeper than DEPTH counts as none
+    r = result("s", [1, 2, None, 4, 3])
+    assert r.metrics == {"n": 5, "hit@1": 0.2, "hit@3": 0.6,
+                         "mrr": round((1 + 1 / 2 + 1 / 4 + 1 / 3) / 5, 4)}  # fmt: skip
 
 
-def test_bootstrap_interval_brackets_the_mean_and_repeats():
-    values = np.array([1.0] * 80 + [0.0] * 20)
-    low, high = evaluation.bootstrap_interval(values)
-    assert low < 0.8 < high and 0.05 < high - low < 0.25
-    assert evaluation.bootstrap_interval(values) == (low, high)
+def test_mrr_counts_a_first_hit_at_the_last_rank_retrieved_and_none_deeper():
+    assert result("s", [DEPTH]).value("mrr") == pytest.approx(1 / DEPTH)
+    assert result("s", [DEPTH + 1]).value("mrr") == 0.0
+
+
+def binomial_quantile(n: int, p: float, q: float) -> int:
+    """The smallest j with P(Binomial(n, p) <= j) >= q."""
+    cdf = 0.0
+    for j in range(n + 1):
+        cdf += math.comb(n, j) * p**j * (1 - p) ** (n - j)
+        if cdf >= q:
+            return j
+    return n
+
+
+def test_the_bootstrap_interval_is_the_95_percent_one():
+    """Resampling 400 values of which 200 are 1 gives means distributed as Binomial(400, 0.5)
+    / 400, whose 2.5% and 97.5% quantiles are known exactly (a 90% interval is 8 counts narrower)."""
+    n = 400
+    low, high = evaluation.bootstrap_interval(np.array([1.0, 0.0] * (n // 2)))
+    assert abs(low * n - binomial_quantile(n, 0.5, 0.025)) <= 2
+    assert abs(high * n - binomial_quantile(n, 0.5, 0.975)) <= 2
     assert evaluation.bootstrap_interval(np.ones(30)) == (1.0, 1.0)
+
+
+def test_a_paired_difference_is_a_minus_b_on_the_same_questions():
+    """``a`` finds 5 of 100 questions more than ``b`` and loses none: paired, the interval
+    excludes 0; resampling the two apart (or pairing the wrong questions) would not."""
+    a = result("a", [1] * 60 + [None] * 40)
+    b = result("b", [1] * 55 + [None] * 45)
+    difference, low, high = evaluation.paired_difference(a, b, "hit@1")
+    assert difference == pytest.approx(0.05)
+    assert 0 < low < difference < high <= 0.1
+    assert evaluation.compare(a, b).startswith("a vs b: hit@1 +0.050 [+0.0")
+    assert evaluation.compare(a, b).endswith("(+5 of 100 questions at rank 1)")
+    assert evaluation.compare(b, a).endswith("(-5 of 100 questions at rank 1)")
+
+
+def test_unknown_golds_are_the_titles_no_entry_starts_with():
+    entries = [Entry("FAQ > Alpha?\n\n" + "x" * HIT_WINDOW + " Beta?", "faq.md", "Alpha?")]
+    questions = [Question(q, gold) for q, gold in
+                 [("1", "Zeta?"), ("2", "Alpha?"), ("3", "Beta?"), ("4", "Zeta?")]]  # fmt: skip
+    assert evaluation.unknown_golds(questions, entries) == ["Beta?", "Zeta?"]
 
 
 def test_the_default_is_the_simplest_candidate_within_the_best_ones_intervals():
     best = result("entry-hybrid-weighted", [1] * 90 + [2] * 10)
     close = result("entry-dense", [1] * 86 + [2] * 14)
+    also_close = result("entry-bm25", [1] * 87 + [2] * 13)
     far = result("entry-bm25", [1] * 50 + [None] * 50)
     chosen, why = evaluation.choose_default({r.strategy: r for r in (far, close, best)})
-    assert chosen == "entry-dense" and "entry-hybrid-weighted" in why
-    chosen, _ = evaluation.choose_default({r.strategy: r for r in (far, best)})
-    assert chosen == "entry-hybrid-weighted"
+    assert chosen == "entry-dense" and "(entry-hybrid-weighted)" in why
+    assert evaluation.choose_default({r.strategy: r for r in (also_close, close, best)})[0] == (
+        "entry-dense"  # both lie within: the simpler one
+    )
+    chosen, why = evaluation.choose_default({r.strategy: r for r in (far, best)})
+    assert chosen == "entry-hybrid-weighted" and "best MRR" in why
     assert evaluation.choose_default({"tutorial-dense": result("tutorial-dense", [1])})[0] is None
 
 
+def test_the_default_must_lie_within_every_interval_not_just_one():
+    """Same hit@1 as the best, but far behind on hit@3 and MRR: not chosen."""
+    best = result("entry-hybrid-weighted", [1] * 60 + [2] * 40)
+    uneven = result("entry-dense", [1] * 60 + [None] * 40)
+    assert best.interval("hit@1")[0] <= uneven.value("hit@1") <= best.interval("hit@1")[1]
+    chosen, _ = evaluation.choose_default({r.strategy: r for r in (uneven, best)})
+    assert chosen == "entry-hybrid-weighted"
+
+
+def test_evaluate_ranks_each_questions_gold_in_one_search_per_strategy(
+    docs_dir, lite_uri, fake_embedding
+):
+    names = collections("e")
+    client = index.connect(lite_uri)
+    strategies = ["entry-dense", "entry-bm25"]
+    evaluation.build_collections(client, names, fake_embedding, docs_dir, strategies)
+    titles = ["How does Milvus flush data?", "Where does Milvus store data?",
+              "How much does Milvus cost?"]  # fmt: skip
+    questions = [Question(title, title) for title in titles]
+    questions.append(Question("How does Milvus flush data?", "Not a title?"))
+    results = evaluation.evaluate(client, names, fake_embedding, questions, strategies)
+    assert list(results) == strategies
+    for found in results.values():
+        assert found.ranks == [1, 1, 1, None]
+        assert [hits[0].title for hits in found.hits] == [*titles, titles[0]]
+
+
+def test_the_markdown_table_bolds_the_default_and_gives_n_below():
+    results = {
+        "entry-dense": result("entry-dense", [2, 2], "entries, dense"),
+        "entry-phrasings-dense": result("entry-phrasings-dense", [1, 1], "with phrasings"),
+    }
+    table = evaluation.format_markdown(results, default="entry-phrasings-dense", label="test.jsonl")
+    assert table.splitlines() == [
+        "| strategy | hit@1 | hit@3 | MRR |",
+        "| --- | --- | --- | --- |",
+        "| `entry-dense`: entries, dense | 0.000 [0.00, 0.00] | 1.000 [1.00, 1.00] "
+        "| 0.500 [0.50, 0.50] |",
+        "| **`entry-phrasings-dense`: with phrasings (the default)** | **1.000 [1.00, 1.00]** "
+        "| **1.000 [1.00, 1.00]** | **1.000 [1.00, 1.00]** |",
+        "",
+        "test.jsonl: n = 2 questions; [low, high]: 95% bootstrap interval (2,000 resamples of the "
+        "questions).",
+    ]
+
+
 def test_table_shows_each_figure_with_its_interval_and_marks_the_default():
-    results = {"entry-dense": result("entry-dense", [1, 2, None, 1])}
-    table = evaluation.format_table(results, default="entry-dense")
-    row = table.splitlines()[2]
-    assert row.startswith("entry-dense") and row.endswith("*") and row.count("[") == 3
-    assert "95% bootstrap interval" in table.splitlines()[-1]
+    results = {"entry-dense": result("entry-dense", [2, 2]), "entry-bm25": result("bm25", [1])}
+    lines = evaluation.format_table(results, default="entry-dense").splitlines()
+    assert lines[2].split() == ["entry-dense", "2", "0.000", "[0.00,", "0.00]", "1.000",
+                                "[1.00,", "1.00]", "0.500", "[0.50,", "0.50]", "0", "*"]  # fmt: skip
+    assert not lines[3].endswith("*")
+    assert "95% bootstrap interval" in lines[-1]
 
 
-def test_plot_has_a_bar_with_an_error_bar_per_strategy_and_metric():
-    figure = evaluation.plot({n: result(n, [1, 2, None]) for n in ("entry-dense", "entry-bm25")})
+def test_the_plots_legend_covers_no_bar():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    names = ["tutorial-dense", "entry-dense", "entry-phrasings-dense", "entry-hybrid-weighted"]
+    figure = evaluation.plot({n: result(n, [1] * 9 + [2]) for n in names})
+    FigureCanvasAgg(figure).draw()
     axes = figure.axes[0]
-    assert len(axes.patches) == 2 * len(evaluation.METRICS)
-    assert [t.get_text() for t in axes.get_xticklabels()] == ["entry-dense", "entry-bm25"]
+    legend = axes.get_legend().get_window_extent()
+    assert len(axes.patches) == len(names) * len(evaluation.METRICS)
+    assert not any(legend.overlaps(bar.get_window_extent()) for bar in axes.patches)
+    assert figure.bbox.contains(legend.x0, legend.y0) and figure.bbox.contains(legend.x1, legend.y1)
+    assert [t.get_text() for t in axes.get_xticklabels()] == names
 
 
 def test_write_hits_keeps_the_top_k_texts(tmp_path):
-    from milvus_rag.search import Hit
-
     r = Result("s", "s", [1], [[Hit(f"t{i}", 1.0, "a.md", "T") for i in range(5)]])
     out = tmp_path / "hits.jsonl"
-    evaluation.write_hits(out, [evaluation.Question("q", "g")], r, k=2)
+    evaluation.write_hits(out, [Question("q", "g")], r, k=2)
     assert json.loads(out.read_text()) == {"q": "q", "gold": "g", "hits": ["t0", "t1"]}
     with pytest.raises(RagError, match="Cannot write.*writable path"):
-        evaluation.write_hits(
-            tmp_path / "missing" / "x.jsonl", [evaluation.Question("q", "g")], r, 2
-        )
+        evaluation.write_hits(tmp_path / "missing" / "x.jsonl", [Question("q", "g")], r, 2)
+
+
+def test_misses_name_the_questions_not_found_first_and_what_was():
+    r = Result("s", "s", [1, 3, None], [[Hit("t", 1.0, "a.md", "T")]] * 2 + [[]])
+    questions = [Question(q, "g") for q in ("one", "two", "three")]
+    assert evaluation.misses(r, questions) == ["  rank 3: 'two' -> got 'T'",
+                                               "  rank -: 'three' -> got 'nothing'"]  # fmt: skip
 
 
 def test_question_files_skip_blank_lines(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text('\n{"q": " a ", "gold": "b"}\n\n')
-    assert evaluation.load_questions(path) == [evaluation.Question("a", "b")]
+    path.write_text('\n{"q": " a ", "gold": "b"}\n\n{"q": "c", "gold": "d"}\n')
+    assert evaluation.load_questions(path) == [Question("a", "b"), Question("c", "d")]
 
 
 @pytest.mark.parametrize(
     "content, message",
     [
         ("not json\n", r"Line 1 of q.jsonl is not valid JSON"),
-        ('["q"]\n', r"Line 1 of q.jsonl is not a JSON object"),
-        ('{"q": "x"}\n', r'Line 1 of q.jsonl has no non-empty string "gold"'),
-        ('{"q": "", "gold": "g"}\n', r'has no non-empty string "q"'),
+        ('\n["q"]\n', r"Line 2 of q.jsonl is not a JSON object with non-empty strings"),
+        ('{"q": "x"}\n', r'Line 1 of q.jsonl is not a JSON object with .*"gold"'),
+        ('{"q": " ", "gold": "g"}\n', r"Line 1 of q.jsonl is not a JSON object with"),
+        ('{"q": 1, "gold": "g"}\n', r"Line 1 of q.jsonl is not a JSON object with"),
         ("\n\n", r"has no questions"),
-        (b"\xff\xfe", r"Cannot read the question file .*UTF-8"),
+        (b"\xff\xfe", r"is unreadable \(UnicodeDecodeError\).*UTF-8"),
     ],
 )
 def test_bad_question_files_say_which_line_and_what_to_do(tmp_path, content, message):
@@ -109,9 +214,9 @@ def test_a_missing_question_file_names_the_format(tmp_path):
     assert isinstance(caught.value.__cause__, FileNotFoundError)
 
 
-def test_the_project_question_sets_load_and_the_test_set_has_at_least_100():
+def test_the_project_question_sets_load_and_do_not_overlap():
     root = project_root()
     dev = evaluation.load_questions(root / "data" / "eval" / "dev.jsonl")
     test = evaluation.load_questions(root / "data" / "eval" / "test.jsonl")
-    assert len(dev) == 62 and len(test) >= 100
+    assert (len(dev), len(test)) == (62, 121)  # the n of the README's figures
     assert not {q.q.lower() for q in dev} & {q.q.lower() for q in test}

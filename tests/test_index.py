@@ -1,11 +1,13 @@
 """The Milvus side on Milvus Lite: connect, schema, content-keyed sync, clear refusals."""
 
+import re
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
+from support.fakes import FakeEmbedding
 
 from milvus_rag import index
 from milvus_rag.chunking import Entry, faq_entries
@@ -70,13 +72,89 @@ def test_rebuild_drops_and_refills(client, fake_embedding):
     assert index.sync(client, "c", fake_embedding, entries, rebuild=True)["added"] == 1
 
 
-def test_a_collection_of_another_dimension_is_refused_before_any_insert(client, fake_embedding):
-    client.create_collection("c", dimension=8)
-    with pytest.raises(
-        RagError, match=r"holds 8-dimensional vectors.*makes 256-dimensional.*--rebuild"
-    ):
-        index.sync(client, "c", fake_embedding, [Entry("T\n\nx", "a.md", "T")])
-    assert fake_embedding.embedded == []
+def built(client, name) -> dict:
+    return index.built_by(client, name)
+
+
+def test_sync_records_what_built_the_collection(client, fake_embedding):
+    entries = [Entry(f"T{i}\n\nanswer {i}", "a.md", f"T{i}") for i in range(3)]
+    index.sync(client, "c", fake_embedding, entries, chunking="test chunks")
+    record = built(client, "c")
+    assert record["model"] == fake_embedding.name and record["dim"] == fake_embedding.dim
+    assert (record["chunking"], record["rows"], record["complete"]) == ("test chunks", 3, True)
+    first = record["fingerprint"]
+    index.sync(client, "c", fake_embedding, entries[:2])
+    assert built(client, "c")["fingerprint"] != first and built(client, "c")["rows"] == 2
+
+
+def test_an_interrupted_sync_is_recorded_incomplete_until_completed(
+    client, docs_dir, fake_embedding, monkeypatch
+):
+    entries = faq_entries(docs_dir)
+    monkeypatch.setattr(index, "INSERT_BATCH", 10)
+    monkeypatch.setattr(index, "insert_rows", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        index.sync(client, "faq", fake_embedding, entries)
+    assert built(client, "faq")["complete"] is False
+    monkeypatch.undo()
+    assert index.sync(client, "faq", fake_embedding, entries)["added"] == 61
+    assert built(client, "faq")["complete"] is True
+
+
+def test_deleted_rows_are_put_back_by_the_next_sync(client, docs_dir, fake_embedding):
+    entries = faq_entries(docs_dir)
+    index.sync(client, "faq", fake_embedding, entries)
+    gone = sorted(index.existing_ids(client, "faq"))[:5]
+    client.delete(collection_name="faq", ids=gone)
+    result = index.sync(client, "faq", fake_embedding, entries)
+    assert (result["added"], result["removed"], count(client, "faq")) == (5, 0, 61)
+
+
+class OtherModel(FakeEmbedding):
+    name = "another model (same dimension)"
+
+
+def test_another_model_of_the_same_dimension_is_re_embedded_by_sync(client, fake_embedding):
+    entries = [Entry("T\n\nanswer", "a.md", "T")]
+    index.sync(client, "c", fake_embedding, entries)
+    other = OtherModel()
+    result = index.sync(client, "c", other, entries)
+    assert result["rebuilt"] == f"was built with {fake_embedding.name}, but this run embeds with {other.name}"
+    assert result["added"] == 1 and other.embedded == ["T\n\nanswer"]
+    assert built(client, "c")["model"] == other.name
+
+
+def test_check_collection_refuses_another_model_naming_both(client, fake_embedding):
+    index.sync(client, "c", fake_embedding, [Entry("T\n\nanswer", "a.md", "T")])
+    index.check_collection(client, "c", fake_embedding)  # the same model: fine
+    with pytest.raises(RagError) as caught:
+        index.check_collection(client, "c", OtherModel())
+    assert fake_embedding.name in str(caught.value) and OtherModel.name in str(caught.value)
+    assert "ingest" in str(caught.value) and "EMBEDDING_MODEL" in str(caught.value)
+
+
+def test_a_collection_of_another_dimension_is_refused_by_check_and_rebuilt_by_sync(
+    client, fake_embedding
+):
+    index.create_collection(client, "c", 8)
+    with pytest.raises(RagError, match=r"holds 8-d vectors.*makes 256-d ones"):
+        index.check_collection(client, "c", fake_embedding)
+    result = index.sync(client, "c", fake_embedding, [Entry("T\n\nx", "a.md", "T")])
+    assert "holds 8-d vectors" in result["rebuilt"] and count(client, "c") == 1
+
+
+def test_open_existing_loads_what_an_earlier_session_left(lite_uri, fake_embedding):
+    first = index.connect(lite_uri)
+    index.sync(first, "c", fake_embedding, [Entry("T\n\nanswer", "a.md", "T")])
+    index.release(lite_uri)  # a new session: the collection starts released
+    client = index.connect(lite_uri)
+    said = index.open_existing(client, ["c", "absent"], fake_embedding)
+    assert said == "From an earlier run, loaded for search: c (1 rows)."
+    hits = client.search("c", data=fake_embedding.encode_queries(["answer"]), anns_field="dense",
+                         limit=1, output_fields=["title"])  # fmt: skip
+    assert hits[0][0]["entity"]["title"] == "T"
+    assert "built with" in index.open_existing(client, ["c"], OtherModel())
+    assert index.open_existing(client, ["absent"], fake_embedding).startswith("No collection")
 
 
 def test_a_collection_of_another_schema_is_refused(client, fake_embedding):
@@ -117,10 +195,17 @@ def test_bm25_needs_milvus_2_5(reported, refused):
         index.require(_Server(reported), "BM25 full-text search")
 
 
-def test_content_ids_are_stable_and_positive():
-    assert index.content_id("a.md", "text") == index.content_id("a.md", "text")
-    assert index.content_id("a.md", "text") != index.content_id("b.md", "text")
-    assert 0 <= index.content_id("x") < 2**63
+def test_the_same_entry_in_two_files_is_two_entries():
+    rows = index.entry_rows([Entry("T\n\nsame", "a.md", "T"), Entry("T\n\nsame", "b.md", "T")])
+    assert len({row["entry"] for row in rows}) == 2 and len({row["id"] for row in rows}) == 2
+    assert all(0 <= row["id"] < 2**63 for row in rows)
+
+
+def test_each_phrasing_is_a_row_of_its_entry():
+    entry = Entry("T\n\nanswer", "a.md", "T", phrasings=("p1", "p2"))
+    rows = index.entry_rows([entry])
+    assert [(row["view"], row["search_text"]) for row in rows] == [(0, "T\n\nanswer"), (1, "p1"), (2, "p2")]
+    assert len({row["entry"] for row in rows}) == 1 and all(r["text"] == entry.text for r in rows)
 
 
 def test_a_lite_path_must_end_in_db(tmp_path):
@@ -143,12 +228,12 @@ HOLDER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from milvus_rag import index
-    uri, go = sys.argv[1], Path(sys.argv[2])
-    index.connect(uri)
+    MILVUS_URI, go = sys.argv[1], Path(sys.argv[2])  # as the notebook's parameters cell names it
+    index.connect(MILVUS_URI)
     print("open", flush=True)
     while not go.exists():
         time.sleep(0.05)
-    index.release(uri)  # the advice of the message
+    exec(go.read_text())  # the advice of the message, verbatim
     print("released", flush=True)
     time.sleep(30)
     """
@@ -162,10 +247,11 @@ def test_another_process_gets_one_sentence_and_its_advice_works(tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "open"
-        with pytest.raises(RagError, match="open in another process.*index.release") as caught:
+        with pytest.raises(RagError, match="open in another process") as caught:
             index.connect(uri)
         assert caught.value.__cause__ is not None
-        go.touch()
+        advice = re.search(r"run `([^`]+)`", str(caught.value)).group(1)
+        go.write_text(advice)
         assert holder.stdout.readline().strip() == "released"
         deadline = time.monotonic() + 10
         while True:
@@ -181,6 +267,12 @@ def test_another_process_gets_one_sentence_and_its_advice_works(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_progress_goes_to_stderr_outside_a_notebook(capfd, fake_embedding):
+    index.embed_documents(fake_embedding, ["a", "b"])
+    out, err = capfd.readouterr()
+    assert out == "" and "Embedding: 100%" in err and "2/2" in err
 
 
 def test_no_progress_bar_when_nothing_needs_embedding(capfd, fake_embedding):

@@ -25,18 +25,7 @@ from support.milvus_servers import ENGINES, ServerError, listening_ports, runnin
 pytestmark = pytest.mark.slow
 
 
-def _import_pymilvus():
-    """pymilvus refuses, on import, a MILVUS_URI that is not http(s) (the tests set a path)."""
-    uri = os.environ.pop("MILVUS_URI", None)
-    try:
-        import pymilvus
-    finally:
-        if uri is not None:
-            os.environ["MILVUS_URI"] = uri
-    return pymilvus
-
-
-pymilvus = _import_pymilvus()
+import pymilvus  # noqa: E402
 from pymilvus import (  # noqa: E402
     AnnSearchRequest,
     DataType,

@@ -1,10 +1,13 @@
-"""The tutorial notebook as people use it in JupyterLab: one kernel, an interrupted run, Run All
-with a failing LLM, Run All again once it is fixed, one cell re-run. Its outputs are asserted
-on the last Run All. (nbmake runs it once more, top to bottom, as CI and `make test` do.)"""
+"""The tutorial notebook as people use it in JupyterLab: one kernel taken through an interrupted
+run, Run All with a failing LLM, Run All again once it is fixed, cells re-run, the Milvus Lite
+path released and opened again; then new kernels that run one section each after only the
+cells it needs, as a reader coming back the next day does. Outputs are asserted. (nbmake runs it
+once more, top to bottom, as CI and `make test` do; tests/browser drives it in JupyterLab.)"""
 
 import asyncio
 import copy
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -18,33 +21,51 @@ from papermill.parameterize import parameterize_notebook
 NOTEBOOK = (
     Path(__file__).resolve().parents[1] / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
 )
+SETUP = ["parameters", "injected-parameters", "errors", "docs", "model", "connect"]
+"""What every section needs: the parameters (papermill's injected cell follows the tagged one),
+the error display, the docs, the model and the connection."""
 
 pytestmark = pytest.mark.slow
 
 
-def stdout_of(cell) -> str:
+def stream_of(cell, name: str = "stdout") -> str:
     return "".join(o.get("text", "") for o in cell.outputs
-                   if o.output_type == "stream" and o.name == "stdout")  # fmt: skip
+                   if o.output_type == "stream" and o.name == name)  # fmt: skip
 
 
-def stderr_of(cell) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs
-                   if o.output_type == "stream" and o.name == "stderr")  # fmt: skip
+def cell(nb, cell_id: str):
+    for candidate in nb.cells:
+        tags = candidate.metadata.get("tags", [])
+        if candidate.get("id") == cell_id or cell_id in tags:
+            return candidate
+    raise KeyError(cell_id)
 
 
-def cell_with(nb, fragment: str):
-    return next(c for c in nb.cells if c.cell_type == "code" and fragment in c.source)
+def errors_in(nb) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if o.output_type == "error"]  # fmt: skip
+
+
+def run(client, nb, ids) -> None:
+    for cell_id in ids:
+        target = cell(nb, cell_id)
+        client.execute_cell(target, nb.cells.index(target))
 
 
 def run_all(client, nb) -> None:
-    for number, cell in enumerate(nb.cells):
-        client.execute_cell(cell, number)
+    for number, each in enumerate(nb.cells):
+        client.execute_cell(each, number)
+
+
+def new_cell(nb, source: str):
+    added = nbformat.v4.new_code_cell(source)
+    nb.cells.append(added)
+    return added
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory, docs_zip):
-    """A kernel taken through what people do to it; the notebook of each stage is kept."""
-
+    """Kernels taken through what people do to them; the notebook of each stage is kept."""
     from _pytest.monkeypatch import MonkeyPatch
     from support.endpoints import CANARY_KEY, FailingEndpoint, base_url, serve
 
@@ -57,17 +78,25 @@ def session(tmp_path_factory, docs_zip):
     patch.setenv("LLM_API_KEY", CANARY_KEY)  # the kernel inherits the environment
     parameters = {"DOCS_SOURCE": str(docs_zip), "MILVUS_URI": str(folder / "rerun.db"),
                   "COLLECTION_NAME": "rerun", "TOP_K": 3}  # fmt: skip
-    nb = parameterize_notebook(
-        load_notebook_node(str(NOTEBOOK)), {**parameters, "LLM_BASE_URL": failing_url}
-    )
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})  # fmt: skip
+    pristine = load_notebook_node(str(NOTEBOOK))
+    nb = parameterize_notebook(copy.deepcopy(pristine), {**parameters, "LLM_BASE_URL": failing_url})
+    resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
     stages = {}
+
+    def fresh_kernel(stage: str, ids: list[str]) -> None:
+        """Restart and Run (some) cells: a new kernel, only ``ids`` run, on the same data."""
+        fresh = parameterize_notebook(copy.deepcopy(pristine), parameters)
+        client = NotebookClient(fresh, timeout=600, kernel_name="python3", resources=resources)
+        with client.setup_kernel():
+            run(client, fresh, ids)
+        stages[stage] = fresh
+
     try:
+        client = NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources)
         with client.setup_kernel():
             # 1. A run interrupted (Kernel > Interrupt) while it builds and searches the
             #    evaluation collections: embedding, inserting and searching Milvus.
-            stop = next(i for i, c in enumerate(nb.cells) if "build_collections(" in c.source)
+            stop = nb.cells.index(cell(nb, "evaluate"))
             for number in range(stop):
                 client.execute_cell(nb.cells[number], number)
             timer = threading.Timer(2.0, lambda: asyncio.run(client.km.interrupt_kernel()))
@@ -79,26 +108,29 @@ def session(tmp_path_factory, docs_zip):
             run_all(client, nb)
             stages["failing_llm"] = copy.deepcopy(nb)
             # 3. The endpoint fixed (no LLM_BASE_URL: the local answerer), Run All again.
-            injected = next(
-                c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])
-            )
+            injected = cell(nb, "injected-parameters")
             injected.source = injected.source.replace(f'"{failing_url}"', '""')
             run_all(client, nb)
             stages["fixed"] = copy.deepcopy(nb)
             # 4. One cell re-run: the connect cell, then the search.
-            for fragment in ("MilvusClient(uri=", "search_res = milvus_client.search("):
-                number = next(i for i, c in enumerate(nb.cells) if fragment in c.source)
-                client.execute_cell(nb.cells[number], number)
+            run(client, nb, ["connect", "search"])
             stages["rerun"] = copy.deepcopy(nb)
+            # 5. The clean-up text's advice, pasted into a new cell; then, to go on here, the
+            #    connect cell again and a search.
+            advice = re.search(r"run `([^`]+)` in a cell", cell(nb, "about-clean-up").source)
+            released = new_cell(nb, advice.group(1))
+            client.execute_cell(released, len(nb.cells) - 1)
+            run(client, nb, ["connect", "search", "improved-search"])
+            stages["released"] = copy.deepcopy(nb)
+        # 6. Coming back the next day: a new kernel for each section, after only what it needs.
+        fresh_kernel("tutorial_search", [*SETUP, "search", "hits", "llm-client", "prompt", "answer"])
+        fresh_kernel("improved_only", [*SETUP, "llm-client", "improved-ingest", "improved-search",
+                                       "improved-answer", "own-docs"])  # fmt: skip
+        fresh_kernel("evaluation_only", [*SETUP, "evaluate", "plot", "default"])
     finally:
         patch.undo()
         endpoint.shutdown()
     return stages, handler
-
-
-def errors_in(nb) -> list:
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-            if o.output_type == "error"]  # fmt: skip
 
 
 def test_a_failing_llm_leaves_the_rest_standing_and_never_shows_the_key(session):
@@ -108,10 +140,12 @@ def test_a_failing_llm_leaves_the_rest_standing_and_never_shows_the_key(session)
     nb = stages["failing_llm"]
     assert errors_in(nb) == []
     assert handler.requests and all(CANARY_KEY in auth for auth in handler.requests)
-    for fragment in ("llm_client.chat.completions.create(", "build_messages("):
-        assert "rejected the API key (HTTP 401)" in stderr_of(cell_with(nb, fragment))
-    assert "entry-dense" in stdout_of(cell_with(nb, "evaluation.format_table("))
-    assert "Where does Milvus store data?" in stdout_of(cell_with(nb, "faq_res = "))
+    for cell_id in ("answer", "improved-answer"):
+        said = stream_of(cell(nb, cell_id), "stderr")
+        assert said.startswith("RagError: The LLM endpoint") and "rejected the API key (HTTP 401)" in said
+    assert stream_of(cell(nb, "improved-answer")).startswith("Sources:\n[1] ")
+    assert "entry-dense" in stream_of(cell(nb, "evaluate"))
+    assert "Where does Milvus store data?" in stream_of(cell(nb, "improved-search"))
     text = nbformat.writes(nb)
     assert CANARY_KEY not in text and CANARY_KEY[:8] not in text
 
@@ -119,77 +153,112 @@ def test_a_failing_llm_leaves_the_rest_standing_and_never_shows_the_key(session)
 def test_run_all_again_reproduces_the_tutorial(session):
     nb = session[0]["fixed"]
     assert errors_in(nb) == []
-    assert stdout_of(cell_with(nb, 'split("# ")')).strip() == "72"
-    assert stdout_of(cell_with(nb, "milvus_client.insert(")).strip() == "72"
-    assert stdout_of(cell_with(nb, "embedding_dim = len(")).splitlines()[0] in ("384", "768")
-    hits = json.loads(stdout_of(cell_with(nb, "retrieved_lines_with_distances = ")))
+    assert stream_of(cell(nb, "split")).strip() == "72"
+    assert stream_of(cell(nb, "insert")).strip().splitlines()[-1] == "72"
+    assert stream_of(cell(nb, "test-embedding")).splitlines()[0] in ("384", "768")
+    question, shown = stream_of(cell(nb, "search")).split("\n\n", 1)
+    assert question == "Question: How is data stored in milvus?"
+    hits = json.loads(shown)
     assert len(hits) == 3 and hits[0][0].strip().startswith("Where does Milvus store data?")
-    compact = stdout_of(cell_with(nb, "print(format_hits(to_hits(search_res[0])))"))
-    assert compact.startswith("[1] product_faq.md · Where does Milvus store data? (distance 0.")
-    answer = stdout_of(cell_with(nb, "llm_client.chat.completions.create("))
+    compact = stream_of(cell(nb, "hits"))
+    assert compact.startswith("[1] product_faq.md · Where does Milvus store data? (score 0.")
+    answer = stream_of(cell(nb, "answer"))
     assert "etcd" in answer and "MinIO" in answer
+    assert "local answerer" in stream_of(cell(nb, "llm-client"))
 
 
 def test_run_all_again_measures_retrieval_and_runs_the_improved_pipeline(session):
     nb = session[0]["fixed"]
-    table = stdout_of(cell_with(nb, "evaluation.format_table("))
-    rows = {line.split()[0]: line.split() for line in table.splitlines()[2:-1]}
-    assert set(rows) == {"tutorial-dense", "tutorial-bm25", "tutorial-hybrid-rrf", "entry-dense",
-                         "entry-phrasings-dense", "entry-bm25", "entry-hybrid-rrf",
-                         "entry-hybrid-weighted"}  # fmt: skip
-    default = rows["entry-phrasings-dense"]
-    assert default[-1] == "*" and int(default[1]) >= 100
-    plot = cell_with(nb, "evaluation.plot(")
+    table = stream_of(cell(nb, "evaluate"))
+    rows = {line.split()[0]: line.split() for line in table.splitlines() if line[:1].isalpha()
+            and "-" in line.split()[0]}  # fmt: skip
+    assert {"tutorial-dense", "entry-dense", "entry-phrasings-dense", "entry-bm25",
+            "entry-hybrid-rrf", "entry-hybrid-weighted"} <= set(rows)  # fmt: skip
+    assert rows["entry-phrasings-dense"][-1] == "*"
+    plot = cell(nb, "plot")
     assert any("image/png" in o.get("data", {}) for o in plot.outputs)
-    assert stdout_of(cell_with(nb, "choose_default(")).startswith("entry-phrasings-dense: ")
-    synced = stdout_of(cell_with(nb, "print(sync("))
-    assert "'count': 61, 'rows': 305" in synced and "'added': 0" in synced  # nothing new
-    found = stdout_of(cell_with(nb, "faq_res = ")).splitlines()
+    assert stream_of(cell(nb, "default")).startswith("Default by the rule: entry-")
+    synced = stream_of(cell(nb, "improved-ingest"))
+    assert "61 entries in 305 rows, 0 added, 0 removed." in synced  # nothing new the 2nd time
+    found = stream_of(cell(nb, "improved-search")).splitlines()
     assert found[0].startswith("[1] product_faq.md · Where does Milvus store data?")
-    answer, sources = stdout_of(cell_with(nb, "build_messages(")).split("\n\nSources:\n")
+    answer, sources = stream_of(cell(nb, "improved-answer")).split("\n\nSources:\n")
     assert "etcd" in answer and answer.rstrip().endswith("[1]")
     assert sources.splitlines()[0].startswith("[1] product_faq.md · Where does Milvus store data?")
+    own = stream_of(cell(nb, "own-docs"))
+    assert "rerun_sample_docs" in own and "0 rows added" in own and "\n[1] " in own
 
 
-def test_no_stray_empty_outputs(session):
-    """No blank block of its own: a frontend joins a stream's pieces that follow each other
-    (a text bar's last newline), but shows a blank one after other output as an empty strip."""
+def test_no_stray_empty_outputs_and_no_stderr_but_the_llms(session):
+    """No blank block of its own (a frontend shows it as an empty strip), and stderr (a pink
+    strip in JupyterLab) only for the failing LLM's sentence."""
     nb = session[0]["fixed"]
-    for cell in nb.cells:
-        previous = None
-        for output in cell.get("outputs", []):
-            if output.output_type == "stream" and not output.text.strip():
-                assert previous is not None and previous.get("name") == output.name, (
-                    f"a stray empty {output.name} output under {cell.source[:60]!r}"
-                )
-            previous = output
+    for each in nb.cells:
+        for output in each.get("outputs", []):
+            if output.output_type == "stream":
+                assert output.text.strip(), f"an empty {output.name} output in {each.get('id')}"
+                assert output.name == "stdout", f"stderr in {each.get('id')}: {output.text[:200]}"
 
 
-def test_one_cell_run_again_works(session):
-    nb = session[0]["rerun"]
+def test_cells_run_again_and_after_a_release_work(session):
+    for stage in ("rerun", "released"):
+        nb = session[0][stage]
+        assert errors_in(nb) == [], stage
+        hits = json.loads(stream_of(cell(nb, "search")).split("\n\n", 1)[1])
+        assert hits[0][0].strip().startswith("Where does Milvus store data?")
+    connect = stream_of(cell(session[0]["released"], "connect"))
+    assert connect.startswith("From an earlier run, loaded for search: rerun (72 rows), rerun_faq")
+
+
+@pytest.mark.parametrize("stage", ["tutorial_search", "improved_only", "evaluation_only"])
+def test_each_section_runs_in_a_new_kernel_after_only_the_cells_it_needs(session, stage):
+    nb = session[0][stage]
     assert errors_in(nb) == []
-    hits = json.loads(stdout_of(cell_with(nb, "retrieved_lines_with_distances = ")))
-    assert hits[0][0].strip().startswith("Where does Milvus store data?")
+    assert stream_of(cell(nb, "connect")).startswith("From an earlier run, loaded for search")
+
+
+def test_a_failing_cell_headless_ends_with_its_sentence(tmp_path):
+    """papermill (as CI and `make run` call it) prints the cell's error: type and sentence."""
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as caught:
+        pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                            progress_bar=False, cwd=str(NOTEBOOK.parent),
+                            parameters={"DOCS_SOURCE": str(tmp_path / "nowhere.zip"),
+                                        "MILVUS_URI": str(tmp_path / "m.db")})  # fmt: skip
+    assert caught.value.ename == "RagError"
+    assert "RagError: The docs source" in str(caught.value) and "does not exist" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
 
 
 def test_parameters_cell_reads_every_setting_from_config():
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    assigned = [line.split("=")[0].strip() for line in cell.source.splitlines() if " = " in line]
+    source = cell(nb, "parameters").source
+    assigned = [line.split("=")[0].strip() for line in source.splitlines() if " = " in line]
     assert assigned == ["DOCS_SOURCE", "MILVUS_URI", "COLLECTION_NAME", "EMBEDDING_MODEL",
-                        "LLM_BASE_URL", "LLM_MODEL", "QUESTION", "TOP_K", "EVAL_QUESTIONS"]  # fmt: skip
-    assert all("setting(" in line or "positive_int(" in line for line in cell.source.splitlines()
-               if " = " in line)  # fmt: skip
-    assert '"' not in cell.source.replace('setting("', "").replace('positive_int("', "").replace(
-        '")', ""
-    )
+                        "LLM_BASE_URL", "LLM_MODEL", "QUESTION", "TOP_K", "EVAL_QUESTIONS",
+                        "MY_DOCS", "MY_QUESTION"]  # fmt: skip
+    calls = re.findall(r"= (\w+)\(", source)
+    assert set(calls) <= {"setting", "positive_int", "milvus_uri", "my_docs"}
+    literals = re.findall(r'"([^"]*)"', source)
+    from milvus_rag.config import DEFAULTS
+
+    assert set(literals) <= set(DEFAULTS), "a literal default in the cell: defaults live in config"
 
 
 def test_committed_notebook_is_clean():
-    """Outputs of a real run, no run metadata, no keys or machine paths (check_secrets too)."""
+    """Outputs of a real run that open clean: no stderr strips, no widget views, the kernelspec
+    JupyterLab writes, no run metadata, no keys or machine paths (check_secrets too)."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert nb.metadata.kernelspec == {"display_name": "Python 3 (ipykernel)",
+                                      "language": "python", "name": "python3"}  # fmt: skip
     assert "papermill" not in nb.metadata
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs for c in code if "print(" in c.source)
+    outputs = [o for c in code for o in c.outputs]
     assert not errors_in(nb)
+    assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    ids = [c.get("id") for c in nb.cells]
+    assert len(ids) == len(set(ids)) and all(ids)
     assert nb.cells[0].cell_type == "markdown" and "colab-badge" in nb.cells[0].source

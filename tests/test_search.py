@@ -1,96 +1,148 @@
-"""Every strategy on Milvus Lite, with a stand-in embedding: shapes, order, one hit type."""
+"""Every strategy on Milvus Lite: batched as one by one, the fusions' parameters, one hit type."""
 
+import hashlib
+
+import numpy as np
 import pytest
+from support.fakes import FakeEmbedding
 
 from milvus_rag import evaluation, index, search
-from milvus_rag.config import collections
+from milvus_rag.chunking import Entry
+from milvus_rag.config import collections, project_root
 from milvus_rag.errors import RagError
 
 NAMES = collections("t")
 
 
+class UntiedEmbedding(FakeEmbedding):
+    """The fake embedding plus a small fixed component per text. Bags of words often tie
+    exactly, and Milvus Lite computes a batch of queries in float32 with another summation order
+    than a single one (numpy's matrix-matrix product against its matrix-vector product), so an
+    exact tie may break either way; without ties, only the last bit of a score may differ."""
+
+    def _vector(self, text: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+        noise = np.random.default_rng(seed).standard_normal(self.dim)
+        vector = super()._vector(text) + 0.01 * noise
+        return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
 @pytest.fixture(scope="module")
 def built(docs_dir, tmp_path_factory):
-    from support.fakes import FakeEmbedding
-
     uri = str(tmp_path_factory.mktemp("search") / "search.db")
-    client = index.connect(uri)
-    embedding = FakeEmbedding()
+    client, embedding = index.connect(uri), UntiedEmbedding()
     evaluation.build_collections(client, NAMES, embedding, docs_dir, list(search.STRATEGIES))
     yield client, embedding
     index.release(uri)
 
 
+def collection_of(strategy: str) -> str:
+    tutorial = search.strategy_named(strategy).chunking == "tutorial"
+    return NAMES.eval_tutorial if tutorial else NAMES.eval_entries
+
+
 @pytest.mark.parametrize("strategy", list(search.STRATEGIES))
-def test_every_strategy_returns_k_hits_best_first(built, strategy):
+def test_a_batch_finds_what_each_question_finds_alone(built, strategy):
+    """One search for many questions: the same hits in the same order for each question, and
+    the same scores up to float32 rounding (dense scores of a batch may differ in the last bit)."""
     client, embedding = built
-    chunking = search.strategy_named(strategy).chunking
-    name = NAMES.eval_tutorial if chunking == "tutorial" else NAMES.eval_entries
-    hits = search.search(client, name, embedding, "Where does Milvus store data?", 5, strategy)
-    assert len(hits) == 5 and all(isinstance(hit, search.Hit) for hit in hits)
-    scores = [hit.distance for hit in hits]
-    assert scores == sorted(scores, reverse=True) and scores[0] > 0
-    assert all(hit.source.endswith(".md") and hit.title for hit in hits)
+    test_set = evaluation.load_questions(project_root() / "data" / "eval" / "test.jsonl")
+    questions = [question.q for question in test_set[::10]]
+    batch = search.search(client, collection_of(strategy), embedding, questions, 10, strategy)
+    assert len(batch) == len(questions)
+    for question, found in zip(questions, batch, strict=True):
+        alone = search.search(client, collection_of(strategy), embedding, [question], 10, strategy)
+        assert [hit.text for hit in found] == [hit.text for hit in alone[0]], question
+        assert [hit.score for hit in found] == pytest.approx([h.score for h in alone[0]], abs=1e-6)
+        scores = [hit.score for hit in found]
+        assert 0 < len(found) <= 10 and scores == sorted(scores, reverse=True) and scores[-1] > 0
+        assert all(hit.source.endswith(".md") and hit.title for hit in found)
 
 
 @pytest.mark.parametrize("strategy", ["entry-dense", "entry-bm25", "entry-hybrid-rrf"])
 def test_a_question_quoting_a_title_finds_that_entry_first(built, strategy):
     client, embedding = built
     question = "How does Milvus flush data?"
-    hits = search.search(client, NAMES.eval_entries, embedding, question, 3, strategy)
+    hits = search.search(client, NAMES.eval_entries, embedding, [question], 3, strategy)[0]
     assert hits[0].title == question
     assert hits[0].text.startswith("Product FAQ > How does Milvus flush data?")
+
+
+def test_rrf_scores_are_reciprocal_ranks_with_k_60(built):
+    """First on both routes: 1/(60 + 1) from each."""
+    client, embedding = built
+    question = ["How does Milvus flush data?"]
+    top = search.search(client, NAMES.eval_entries, embedding, question, 3, "entry-hybrid-rrf")
+    assert top[0][0].score == pytest.approx(2 / 61)
+
+
+def test_the_weights_give_the_dense_route_the_larger_pull(lite_uri, fake_embedding, monkeypatch):
+    """Dense search ranks one entry first, BM25 another; the weighted fusion follows the dense
+    route (weight 0.7), and would follow BM25 with the weights swapped."""
+    entries = [Entry("Dense\n\nalpha beta", "faq.md", "Dense"),
+               Entry("Sparse\n\ngamma delta epsilon", "faq.md", "Sparse"),
+               *(Entry(f"F{i}\n\nalpha beta filler{i}", "faq.md", f"F{i}") for i in range(2))]  # fmt: skip
+    client = index.connect(lite_uri)
+    index.sync(client, "weights", fake_embedding, entries, bm25=True, rebuild=True)
+
+    def first(strategy: str) -> str:
+        hits = search.search(client, "weights", fake_embedding, ["alpha beta gamma"], 2, strategy)
+        return hits[0][0].title
+
+    assert (first("entry-dense"), first("entry-bm25")) == ("Dense", "Sparse")
+    assert first("entry-hybrid-weighted") == "Dense"
+    monkeypatch.setattr(search, "DENSE_WEIGHT", 1 - search.DENSE_WEIGHT)
+    assert first("entry-hybrid-weighted") == "Sparse"  # the weights decide
 
 
 def test_bad_questions_k_and_strategies_are_refused(built):
     client, embedding = built
     with pytest.raises(RagError, match="question is empty"):
-        search.search(client, NAMES.eval_entries, embedding, "  ", 3, "entry-dense")
+        search.search(client, NAMES.eval_entries, embedding, ["q", "  "], 3, "entry-dense")
     with pytest.raises(RagError, match="k must be at least 1"):
-        search.search(client, NAMES.eval_entries, embedding, "q", 0, "entry-dense")
+        search.search(client, NAMES.eval_entries, embedding, ["q"], 0, "entry-dense")
     with pytest.raises(RagError, match="Unknown retrieval strategy 'views'.*entry-dense"):
-        search.strategy_named("views")
+        search.search(client, NAMES.eval_entries, embedding, ["q"], 3, "views")
+    with pytest.raises(TypeError, match=r"pass \[question\]"):
+        search.search(client, NAMES.eval_entries, embedding, "q", 3, "entry-dense")
 
 
-def test_to_hits_reads_the_tutorials_rows_and_makes_bm25_scores_positive():
+def test_to_hits_titles_untitled_pieces_and_makes_bm25_scores_positive():
     raw = [
-        {"distance": 0.66, "entity": {"text": " Where does Milvus store data?\n\nIn MinIO."}},
+        {"distance": 0.66, "entity": {"text": "\n ## Where does Milvus store data?\n\nIn MinIO."}},
         {"distance": -2.0, "entity": {"text": "x", "source": "a.md", "title": "T"}},
+        {"distance": 0.1, "entity": {"text": " \n"}},
     ]
     dense = search.to_hits(raw)
-    assert dense[0] == search.Hit(" Where does Milvus store data?\n\nIn MinIO.", 0.66, "?",
+    assert dense[0] == search.Hit(raw[0]["entity"]["text"], 0.66, "?",
                                   "Where does Milvus store data?")  # fmt: skip
-    assert dense[1].distance == -2.0  # a dense score keeps its sign
-    assert search.to_hits(raw, bm25=True)[1].distance == 2.0
+    assert dense[1].score == -2.0  # a dense score keeps its sign
+    assert dense[2].title == "(empty piece)"
+    assert search.to_hits(raw, bm25=True)[1].score == 2.0
 
 
-def test_format_hits_numbers_file_title_and_distance():
-    hits = [search.Hit("t", 0.6571, "product_faq.md", "Where does Milvus store data?")]
+def test_format_hits_numbers_file_title_and_score():
+    hits = [search.Hit("t", 0.6571, "product_faq.md", "Where does Milvus store data?"),
+            search.Hit("u", 0.5, "faq.md", "T")]  # fmt: skip
     assert search.format_hits(hits) == (
-        "[1] product_faq.md · Where does Milvus store data? (distance 0.657)"
+        "[1] product_faq.md · Where does Milvus store data? (score 0.657)\n[2] faq.md · T (score 0.500)"
     )
 
 
-def test_the_default_is_dense_over_entries_and_their_phrasings():
-    default = search.strategy_named(search.DEFAULT_STRATEGY)
-    assert (default.chunking, default.kind, default.needs_bm25) == ("entry", "phrasings", False)
-
-
-def test_phrasings_find_their_entry_and_one_hit_per_entry(tmp_path, docs_dir, fake_embedding):
+def test_phrasings_find_their_entry_and_one_hit_per_entry(lite_uri, docs_dir, fake_embedding):
     """A question worded as a phrasing finds the entry; every hit is a different entry, the
     entry's whole text (not the phrasing); the other strategies search entries only."""
     from milvus_rag import chunking
 
     table = {("product_faq.md", "How much does Milvus cost?"): ("zz licence fee qq",)}
     names = collections("p")
-    client = index.connect(str(tmp_path / "p.db"))
+    client = index.connect(lite_uri)
     evaluation.build_collections(client, names, fake_embedding, docs_dir, ["entry-dense",
                                  "entry-phrasings-dense"], table)  # fmt: skip
-    found = search.search(client, names.eval_entries, fake_embedding, "zz licence fee qq", 5,
-                          "entry-phrasings-dense")  # fmt: skip
+    found = search.search(client, names.eval_entries, fake_embedding, ["zz licence fee qq"], 5,
+                          "entry-phrasings-dense")[0]  # fmt: skip
     assert found[0].title == "How much does Milvus cost?" and "zz" not in found[0].text
     assert len({hit.title for hit in found}) == 5
-    plain = search.search(client, names.eval_entries, fake_embedding, "zz licence fee qq", 61,
-                          "entry-dense")  # fmt: skip
+    plain = search.search(client, names.eval_entries, fake_embedding, ["zz licence fee qq"], 61,
+                          "entry-dense")[0]  # fmt: skip
     assert len(plain) == 61 == len(chunking.faq_entries(docs_dir))
-    index.release(str(tmp_path / "p.db"))

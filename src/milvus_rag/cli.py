@@ -1,4 +1,4 @@
-"""``python -m milvus_rag``: ingest the FAQ, ask a question, or measure retrieval, from the shell.
+"""``python -m milvus_rag``: ingest documents, ask a question, or measure retrieval, from the shell.
 
 The same functions as the notebook's improved pipeline, the same environment variables
 (:mod:`milvus_rag.config`). Every failure a user can cause ends in one ``error:`` line and
@@ -14,58 +14,56 @@ from pathlib import Path
 
 from milvus_rag import chunking, corpus, embedding, evaluation, generation, index, search
 from milvus_rag.config import (
+    collection_name,
     collections,
     eval_questions,
     milvus_token,
+    milvus_uri,
     phrasings_path,
     positive_int,
     setting,
 )
-from milvus_rag.errors import RagError, cause
+from milvus_rag.errors import RagError, milvus_sentence, quiet
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m milvus_rag",
-        description="RAG over the Milvus FAQ with Milvus: ingest the docs, then ask questions. "
-        "Defaults come from the same environment variables as the notebook.",
+        description="RAG with Milvus over the Milvus FAQ or your own documents: ingest them, then "
+        "ask questions. Defaults come from the same environment variables as the notebook.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--docs", default=None, help="docs zip: path or URL (env MILVUS_DOCS_ZIP)")
-        p.add_argument("--uri", default=None, help="Milvus URI (env MILVUS_URI)")
-        p.add_argument(
-            "--collection", default=None, help="base collection name (env MILVUS_COLLECTION)"
-        )
+        p.add_argument("--docs", default=None, help="the documents: a folder, a zip or a zip's "
+                       "URL (env MILVUS_DOCS_ZIP; default: the Milvus docs, whose FAQ is used)")
+        p.add_argument("--uri", default=None, help="a Milvus server URL or a Milvus Lite path "
+                       "(env MILVUS_URI, else MILVUS_LITE_PATH)")
+        p.add_argument("--collection", default=None,
+                       help="base collection name (env MILVUS_COLLECTION)")  # fmt: skip
 
-    ingest = sub.add_parser(
-        "ingest", help="split, embed and insert the FAQ (idempotent: only changes are applied)"
-    )
+    ingest = sub.add_parser("ingest", help="split, embed and insert the documents (idempotent)")
     ingest.add_argument("--rebuild", action="store_true", help="drop and recreate the collection")
-    ingest.add_argument(
-        "--all-docs", action="store_true",
-        help="every page of the docs (all of en/), not only the FAQ, one piece per section",
-    )  # fmt: skip
+    ingest.add_argument("--all-docs", action="store_true",
+                        help="every page of the Milvus docs (all of en/), not only the FAQ")  # fmt: skip
     common(ingest)
-    ask = sub.add_parser("ask", help="answer a question from the FAQ (ingests first if needed)")
+    ask = sub.add_parser("ask", help="answer a question from the documents (ingests if needed)")
     ask.add_argument("question")
     ask.add_argument("--k", default=None, help="how many pieces to retrieve (env RAG_TOP_K)")
     ask.add_argument("--json", action="store_true", help="print one JSON line instead of a stream")
     common(ask)
     ev = sub.add_parser("eval", help="measure retrieval quality on a labeled question set")
-    ev.add_argument(
-        "--questions", default=None,
-        help='JSON lines of {"q": ..., "gold": FAQ title} (env RAG_EVAL_QUESTIONS; default: '
-        "the project's test set, data/eval/test.jsonl)",
-    )  # fmt: skip
-    ev.add_argument("--k", default="10", help="hits per question written by --output (default 10)")
-    ev.add_argument("--output", default=None, help="write each question's top-k texts (JSON lines)")
-    ev.add_argument(
-        "--strategy", default=search.DEFAULT_STRATEGY,
-        help=f"the strategy of the last JSON line and --output (default {search.DEFAULT_STRATEGY})",
-    )  # fmt: skip
+    ev.add_argument("--questions", default=None,
+                    help='JSON lines of {"q": ..., "gold": FAQ title} (env RAG_EVAL_QUESTIONS; '
+                    "default: real users' questions, test part, data/eval/real_test.jsonl)")  # fmt: skip
+    ev.add_argument("--hits", default="10", help="hits per question written by --output")
+    ev.add_argument("--output", default=None, help="write each question's top hits (JSON lines)")
+    ev.add_argument("--strategy", default=search.DEFAULT_STRATEGY,
+                    help=f"the strategy of the last JSON line and --output (default "
+                    f"{search.DEFAULT_STRATEGY})")  # fmt: skip
     ev.add_argument("--only", action="store_true", help="evaluate --strategy alone")
+    ev.add_argument("--markdown", action="store_true",
+                    help="print the table as Markdown (as the README shows it) and nothing else")  # fmt: skip
     common(ev)
     return parser
 
@@ -74,35 +72,47 @@ def _status(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _load_embedding() -> embedding.Embedding:
-    loaded = embedding.load_embedding(setting("EMBEDDING_MODEL"))
-    _status(f"Embedding model: {loaded.name}, dimension {loaded.dim} ({loaded.reason}).")
-    return loaded
+def _plan(args, docs: corpus.Corpus, base: str) -> tuple[str, list[chunking.Entry], str]:
+    """(collection, entries, chunking) for the documents: the Milvus docs' FAQ with its
+    phrasings (or every page with ``--all-docs``), or your own documents by their headings."""
+    if docs.is_milvus_docs and getattr(args, "all_docs", False):
+        return collection_name(base, "docs"), chunking.doc_entries(docs.root), "docs sections"
+    if docs.is_milvus_docs:
+        table = chunking.load_phrasings(phrasings_path())
+        entries = chunking.faq_entries(docs.root, table)
+        return collection_name(base, "faq"), entries, "FAQ entries + phrasings"
+    found, skipped = corpus.documents(docs)
+    for sentence in skipped:
+        _status(f"Warning: {sentence}")
+    own = docs.root / corpus.PHRASINGS
+    table = chunking.load_phrasings(own) if own.is_file() else {}
+    return collection_name(base, docs.label), chunking.document_entries(found, table), "sections"
 
 
-def _docs(args) -> Path:
-    """The unzipped docs of ``--docs`` or ``MILVUS_DOCS_ZIP`` (downloaded and unzipped once)."""
-    return corpus.prepare_docs(args.docs or setting("MILVUS_DOCS_ZIP"))
+def _sync(client, model, plan, rebuild: bool = False) -> dict:
+    name, entries, how = plan
+    report = index.sync(client, name, model, entries, rebuild=rebuild, chunking=how)
+    if "rebuilt" in report:
+        _status(f"Collection {name!r} {report['rebuilt']}: re-embedded it.")
+    return report
 
 
-def _ingest(args, client, model, collection: str, docs_dir: Path) -> dict:
-    if args.all_docs:
-        entries = chunking.doc_entries(docs_dir)
-    else:
-        entries = chunking.faq_entries(docs_dir, chunking.load_phrasings(phrasings_path()))
-    return index.sync(client, collection, model, entries, rebuild=args.rebuild)
-
-
-def _ask(args, client, model, collection: str, k: int) -> None:
+def _ask(args, client, model, plan, k: int) -> None:
+    name = plan[0]
     model.check_question(args.question)
-    if not client.has_collection(collection):
-        args.all_docs = args.rebuild = False
-        _status(f"Collection {collection!r} does not exist yet: ingesting the FAQ first.")
-        _status(json.dumps(_ingest(args, client, model, collection, _docs(args))))
+    if not client.has_collection(name):
+        _status(f"Collection {name!r} does not exist yet: ingesting the documents first.")
+        _status(json.dumps(_sync(client, model, plan)))
     else:
-        index.check_collection(client, collection, model)
-        index.ensure_loaded(client, collection)
-    hits = search.search(client, collection, model, args.question, k, search.DEFAULT_STRATEGY)
+        index.check_collection(client, name, model)  # another model: refused, never re-embedded here
+        before = index.built_by(client, name)
+        report = _sync(client, model, plan)  # rows missing or changed: completed first
+        if report["added"] or report["removed"]:
+            why = ("its last ingest did not complete" if before.get("complete") is False
+                   else "its documents changed, or rows were deleted")  # fmt: skip
+            _status(f"Collection {name!r} did not match its documents ({why}): brought it up to "
+                    f"date first ({report['added']} rows added, {report['removed']} removed).")  # fmt: skip
+    hits = search.search(client, name, model, [args.question], k, search.DEFAULT_STRATEGY)[0]
     messages = generation.build_messages([hit.text for hit in hits], args.question)
     base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
     llm = generation.client(base_url, key)
@@ -118,32 +128,35 @@ def _ask(args, client, model, collection: str, k: int) -> None:
     print(search.format_hits(hits))
 
 
-def _eval(args, client, model, names, depth: int) -> None:
+def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> None:
+    if not docs.is_milvus_docs:
+        raise RagError("eval measures retrieval over the Milvus FAQ: leave --docs (and "
+                       "MILVUS_DOCS_ZIP) at the Milvus docs zip.")  # fmt: skip
+    names = collections(base)
     path = args.questions or eval_questions()
     questions = evaluation.load_questions(path)
     strategies = [args.strategy] if args.only else list(search.STRATEGIES)
-    docs_dir = _docs(args)
-    unknown = evaluation.unknown_golds(questions, chunking.faq_entries(docs_dir))
+    unknown = evaluation.unknown_golds(questions, chunking.faq_entries(docs.root))
     if unknown:
         _status(f"Warning: {len(unknown)} gold title(s) head no FAQ entry: {unknown[:3]}")
     try:
         phrasings = chunking.load_phrasings(phrasings_path())
-        evaluation.build_collections(client, names, model, docs_dir, strategies, phrasings)
+        evaluation.build_collections(client, names, model, docs.root, strategies, phrasings)
         results = evaluation.evaluate(client, names, model, questions, strategies)
     finally:
         evaluation.drop_collections(client, names)
+    if args.markdown:
+        print(evaluation.format_markdown(results, search.DEFAULT_STRATEGY, Path(path).name))
+        return
     chosen = results[args.strategy]
-    print(f"Retrieval on {path} (n={len(questions)}), "
-          f"embedding {model.name}:")  # fmt: skip
+    print(f"Retrieval on {path} (n={len(questions)}), embedding {model.name}:")
     print(evaluation.format_table(results, default=search.DEFAULT_STRATEGY))
     if not args.only:
         verdict, why = evaluation.choose_default(results)
-        agrees = (
-            ""
-            if verdict == search.DEFAULT_STRATEGY
-            else (f" (the configured default is {search.DEFAULT_STRATEGY}: this set disagrees)")
-        )
-        print(f"\nDefault: {verdict}{agrees}. Why: {why}.")  # fmt: skip
+        disagrees = verdict != search.DEFAULT_STRATEGY
+        print(f"\nDefault by the rule: {verdict}" + (
+            f" (the configured default is {search.DEFAULT_STRATEGY}: this set disagrees)"
+            if disagrees else "") + f". Why: {why}.")  # fmt: skip
         baseline = results.get("tutorial-dense")
         others = [r for n, r in results.items() if n != chosen.strategy and r is not baseline]
         print("\nPaired differences (95% intervals; an interval holding 0 shows no difference):")
@@ -161,26 +174,28 @@ def _eval(args, client, model, names, depth: int) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    uri = args.uri or setting("MILVUS_URI")
-    names = collections(args.collection or setting("MILVUS_COLLECTION"))
+    uri = args.uri or milvus_uri()
+    base = args.collection or setting("MILVUS_COLLECTION")
     index.check_uri(uri)  # what can be checked without the model fails before it loads
-    if args.command == "ingest":
-        docs_dir = _docs(args)
-    elif args.command == "ask":
+    collection_name(base, "faq")
+    docs = corpus.open_corpus(args.docs or setting("MILVUS_DOCS_ZIP"))
+    if args.command == "ask":
         embedding.require_question(args.question)
         k = positive_int("--k", args.k) if args.k is not None else positive_int("RAG_TOP_K")
-    else:
+    elif args.command == "eval":
         search.strategy_named(args.strategy)
-        depth = positive_int("--k", args.k)
-    model = _load_embedding()
+        depth = positive_int("--hits", args.hits)
+    plan = _plan(args, docs, base) if args.command != "eval" else None
+    model = embedding.load_embedding(setting("EMBEDDING_MODEL"))
+    _status(f"Embedding model: {model.name}, dimension {model.dim} ({model.reason}).")
     client = index.connect(uri, milvus_token())
     try:
         if args.command == "ingest":
-            print(json.dumps(_ingest(args, client, model, names.faq, docs_dir)))
+            print(json.dumps(_sync(client, model, plan, rebuild=args.rebuild)))
         elif args.command == "ask":
-            _ask(args, client, model, names.faq, k)
+            _ask(args, client, model, plan, k)
         else:
-            _eval(args, client, model, names, depth)
+            _eval(args, client, model, docs, base, depth)
     finally:
         client.close()
     return 0
@@ -191,16 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     from pymilvus.exceptions import MilvusException
 
     try:
-        return run(argv)
+        with quiet("pymilvus"):  # its logs repeat, with tracebacks, the error reported below
+            return run(argv)
     except RagError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except MilvusException as err:
-        print(
-            f"error: Milvus refused the request ({cause(err)}): check MILVUS_URI and the "
-            "collection, or rebuild it with `python -m milvus_rag ingest --rebuild`.",
-            file=sys.stderr,
-        )
+        print(f"error: {milvus_sentence(err, 'run the command again')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)

@@ -8,6 +8,7 @@ variable set in the shell behaves the same everywhere. Secrets (``LLM_API_KEY`` 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,8 +21,9 @@ DOCS_URL = (
 """The release asset the original tutorial downloads."""
 
 DEFAULTS: dict[str, str] = {
-    "MILVUS_DOCS_ZIP": DOCS_URL,  # docs zip: URL (downloaded once into data/) or local path
-    "MILVUS_URI": "./milvus_demo.db",  # a Milvus Lite path, or a server URL http://host:19530
+    "MILVUS_DOCS_ZIP": DOCS_URL,  # the docs: a zip URL (downloaded once), a zip or a folder
+    "MILVUS_URI": "",  # a Milvus server URL (pymilvus reads it too); empty: MILVUS_LITE_PATH
+    "MILVUS_LITE_PATH": "./milvus_demo.db",  # Milvus Lite's folder, when MILVUS_URI is unset
     "MILVUS_COLLECTION": "my_rag_collection",  # the tutorial's collection; others derive from it
     "EMBEDDING_MODEL": "auto",  # auto | default (the tutorial's) | minilm (packaged, offline)
     "LLM_BASE_URL": "",  # any OpenAI-compatible endpoint; empty: the local answerer
@@ -31,7 +33,9 @@ DEFAULTS: dict[str, str] = {
     "LLM_TIMEOUT": "60",  # seconds per request attempt (the client retries twice)
     "RAG_QUESTION": "How is data stored in milvus?",
     "RAG_TOP_K": "3",  # how many pieces to retrieve
-    "RAG_EVAL_QUESTIONS": "",  # labeled questions (JSON lines); empty: the project's test set
+    "RAG_EVAL_QUESTIONS": "",  # labeled questions (JSON lines); empty: real users' test part
+    "RAG_MY_DOCS": "",  # your own documents (folder or zip); empty: data/sample_docs
+    "RAG_MY_QUESTION": "Which index type should I use for a small collection?",
     "RAG_PROGRESS": "auto",  # progress bars: auto (widgets in a notebook) | text
 }
 """Environment variable -> default, for every setting that is not a secret."""
@@ -47,17 +51,27 @@ def setting(name: str) -> str:
     return value if value else default
 
 
+def milvus_uri() -> str:
+    """Where the vectors live: ``MILVUS_URI`` (a server URL) if set, else ``MILVUS_LITE_PATH``.
+
+    pymilvus itself reads ``MILVUS_URI`` when it is imported and refuses anything but a URL
+    there, so a Milvus Lite path has a variable of its own.
+    """
+    server = setting("MILVUS_URI")
+    if server and not re.match(r"https?://", server):
+        raise RagError(
+            f"MILVUS_URI={server!r} is not a server URL, and pymilvus (which reads it too) accepts "
+            "only http(s) URLs there: put a Milvus Lite path in MILVUS_LITE_PATH instead."
+        )
+    return server or setting("MILVUS_LITE_PATH")
+
+
 def positive_int(name: str, value: object | None = None) -> int:
     """``value`` (default: the setting ``name``) as a whole number of at least 1."""
     raw = setting(name) if value is None else value
-    try:
-        number = int(str(raw).strip())
-    except ValueError:
-        number = 0
+    number = int(str(raw).strip()) if re.fullmatch(r"\s*[+-]?\d+\s*", str(raw)) else 0
     if number < 1:
-        raise RagError(
-            f"{name} must be a whole number of at least 1, not {raw!r}: fix or unset it."
-        )
+        raise RagError(f"{name} must be a whole number of at least 1, not {raw!r}: fix or unset it.")
     return number
 
 
@@ -92,21 +106,31 @@ def milvus_token() -> str:
     return secret("MILVUS_TOKEN")
 
 
-class Collections(NamedTuple):
-    """The collections derived from one base name (``MILVUS_COLLECTION``)."""
+def collection_name(base: str, corpus: str) -> str:
+    """The collection of one corpus: ``<base>_<corpus>`` (``corpus``: "faq", "docs", a label)."""
+    name = f"{base}_{corpus}"
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,199}", name):
+        raise RagError(
+            f"{name!r} is not a valid Milvus collection name: set MILVUS_COLLECTION to letters, "
+            "digits and underscores, starting with a letter."
+        )
+    return name
 
-    tutorial: str
-    """The tutorial's own collection (quick-setup schema, its 72 pieces)."""
+
+class Collections(NamedTuple):
+    """The collections derived from one base name (``MILVUS_COLLECTION``), besides the
+    tutorial's own (the base name itself): the FAQ's entries and phrasings (the improved
+    pipeline's and the CLI's), every page of the docs (``ingest --all-docs``), and the two
+    the evaluation builds (with a BM25 field) and drops."""
+
     faq: str
-    """The improved pipeline's: one row per FAQ entry, content-keyed (the CLI's too)."""
+    docs: str
     eval_tutorial: str
-    """Evaluation: the tutorial's pieces with a BM25 field (dropped after the run)."""
     eval_entries: str
-    """Evaluation: the FAQ entries with a BM25 field (dropped after the run)."""
 
 
 def collections(base: str) -> Collections:
-    return Collections(base, f"{base}_faq", f"{base}_eval_tutorial", f"{base}_eval_entries")
+    return Collections(*(collection_name(base, part) for part in Collections._fields))
 
 
 def project_root() -> Path | None:
@@ -119,29 +143,46 @@ def project_root() -> Path | None:
     return None
 
 
-def data_dir() -> Path:
-    """Where downloads and unzipped docs are cached: ``MILVUS_RAG_DATA_DIR`` if set, else the
-    checkout's ``data/`` folder, else ``./data``."""
-    configured = os.environ.get("MILVUS_RAG_DATA_DIR", "").strip()
-    if configured:
-        return Path(configured).expanduser()
+def checkout_data() -> Path:
+    """The checkout's ``data/`` folder (``./data`` outside a checkout): phrasings, questions."""
     root = project_root()
     return (root if root is not None else Path.cwd()) / "data"
 
 
+def _folder(variable: str, default: Path) -> Path:
+    configured = os.environ.get(variable, "").strip()
+    return Path(configured).expanduser() if configured else default
+
+
+def data_dir() -> Path:
+    """Where downloads and unzipped docs are cached: ``MILVUS_RAG_DATA_DIR``, else ``data/``."""
+    return _folder("MILVUS_RAG_DATA_DIR", checkout_data())
+
+
+def model_cache_dir() -> Path:
+    """Where converted models are kept: ``MILVUS_RAG_MODEL_CACHE``, else ``models/`` in data."""
+    return _folder("MILVUS_RAG_MODEL_CACHE", data_dir() / "models")
+
+
+EVAL_SETS = {"real users": "real_test.jsonl", "AI-written": "test.jsonl"}
+"""The test parts of the question sets in ``data/eval/`` (see its README), headline first."""
+
+
 def eval_questions() -> Path:
-    """The labeled questions: ``RAG_EVAL_QUESTIONS`` if set, else the checkout's test set."""
+    """The labeled questions: ``RAG_EVAL_QUESTIONS`` if set, else real users' test part."""
     configured = setting("RAG_EVAL_QUESTIONS")
-    if configured:
-        return Path(configured).expanduser()
-    root = project_root()
-    return (root if root is not None else Path.cwd()) / "data" / "eval" / "test.jsonl"
+    default = checkout_data() / "eval" / EVAL_SETS["real users"]
+    return Path(configured).expanduser() if configured else default
+
+
+def my_docs() -> str:
+    """Your own documents: ``RAG_MY_DOCS`` if set, else the checkout's ``data/sample_docs``."""
+    return setting("RAG_MY_DOCS") or str(checkout_data() / "sample_docs")
 
 
 def phrasings_path() -> Path:
     """The checkout's ``data/faq_phrasings.jsonl``: other ways users ask each FAQ question."""
-    root = project_root()
-    return (root if root is not None else Path.cwd()) / "data" / "faq_phrasings.jsonl"
+    return checkout_data() / "faq_phrasings.jsonl"
 
 
 def _is_checkout(folder: Path) -> bool:

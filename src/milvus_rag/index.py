@@ -1,16 +1,17 @@
-"""The Milvus side: connect, the collection schema, content-keyed rows, and keeping them in sync.
+"""The Milvus side: connect, the collections' schema, content-keyed rows kept in sync.
 
-The tutorial's own collection is created in the notebook with the quick-setup form. The improved
-pipeline's collection (one row per FAQ entry) is defined here, because the command line builds
-it too: its row ids are derived from the content, so :func:`sync` embeds and inserts only what
-is missing and deletes only what changed. Its default schema needs nothing newer than Milvus
-2.4; the BM25 field that full-text and hybrid search need (Milvus 2.5+) is added only on request.
+The tutorial's own collection is created in the notebook (quick setup); the improved
+pipeline's, one per corpus, are made here, for the command line builds them too. Row ids derive
+from the content, so :func:`sync` does only the missing work; each collection records what built
+it (model, chunking, a fingerprint of its rows, whether the last sync completed), so no question
+is answered from an index that does not match. Needs Milvus 2.4; BM25 (2.5+) only on request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -19,20 +20,12 @@ from collections.abc import Iterator
 
 from milvus_rag.chunking import Entry
 from milvus_rag.config import setting
-from milvus_rag.errors import RagError, cause
+from milvus_rag.errors import RagError, cause, quiet
 
-METRIC_TYPE = "IP"
-"""Inner product, as in the tutorial (the embeddings are unit length, so this is cosine)."""
-
-CONSISTENCY_LEVEL = "Strong"
-"""The tutorial uses "Bounded"; "Strong" makes a search right after an insert see every row on
-a Milvus server. (Milvus Lite shows inserted rows at once whatever the level.)"""
-
+METRIC_TYPE = "IP"  # as in the tutorial; the embeddings are unit length, so this is cosine
+CONSISTENCY_LEVEL = "Strong"  # not "Bounded": on a server, a search sees rows just inserted
 TEXT_MAX_LENGTH = 65535
-"""VARCHAR limit for the text fields (the longest FAQ entry is about 1 KB)."""
-
-INSERT_BATCH = 64
-"""Rows embedded and inserted together: a killed ingest loses at most one batch of work."""
+INSERT_BATCH = 64  # rows embedded and inserted together: a killed ingest loses one batch at most
 
 BM25_STOP_WORDS = [
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is",
@@ -41,16 +34,9 @@ BM25_STOP_WORDS = [
 ]  # fmt: skip
 """Lucene's English stop words, listed so that every engine analyzes the text the same way."""
 
-ANALYZER_PARAMS = {
-    "tokenizer": "standard",
-    "filter": ["lowercase", {"type": "stop", "stop_words": BM25_STOP_WORDS}],
-}
-
-MINIMUM_MILVUS = {"BM25 full-text search": (2, 5)}
-"""Features this project uses beyond Milvus 2.4, and the first version that has them."""
-
+MINIMUM_MILVUS = {"BM25 full-text search": (2, 5)}  # features beyond Milvus 2.4: first version
 FIELDS = ("entry", "view", "text", "search_text", "source", "title", "section", "dense")
-"""The fields of an entries collection (``sparse`` too when it has BM25)."""
+BUILT_BY = "milvus_rag.built_by"  # the collection property that records what built it (JSON)
 
 
 def is_lite_path(uri: str) -> bool:
@@ -58,13 +44,21 @@ def is_lite_path(uri: str) -> bool:
     return "://" not in uri and not uri.startswith("unix:")
 
 
+def check_uri(uri: str) -> None:
+    """Refuse a URI that is neither a server URL nor a Milvus Lite ``.db`` path."""
+    if is_lite_path(uri) and not uri.endswith(".db"):
+        raise RagError(
+            f"{uri!r} is neither a server URL nor a Milvus Lite path: a Milvus Lite path "
+            "(MILVUS_LITE_PATH) ends in .db, a server URL (MILVUS_URI) starts with http(s)://."
+        )
+
+
 def _held_by_another_process(path: str) -> bool:
     """Whether another process holds Milvus Lite's lock on ``path`` (POSIX only)."""
-    lock_file = os.path.join(path, "LOCK")
     try:
         import fcntl
 
-        fd = os.open(lock_file, os.O_RDWR)
+        fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR)
     except (ImportError, OSError):
         return False
     try:
@@ -77,34 +71,12 @@ def _held_by_another_process(path: str) -> bool:
         os.close(fd)
 
 
-def check_uri(uri: str) -> None:
-    """Refuse a ``MILVUS_URI`` that is neither a server URL nor a Milvus Lite ``.db`` path."""
-    if is_lite_path(uri) and not uri.endswith(".db"):
-        raise RagError(
-            f"MILVUS_URI={uri!r} is neither a server URL nor a Milvus Lite path: a Milvus Lite "
-            "path ends in .db (e.g. ./milvus_demo.db); a server URL starts with http:// or https://."
-        )
-
-
-@contextlib.contextmanager
-def _quiet(logger: str, level: int) -> Iterator[None]:
-    """Show only ``level`` and above from ``logger`` for a while, then its level as it was."""
-    log = logging.getLogger(logger)
-    saved = log.level
-    log.setLevel(level)
-    try:
-        yield
-    finally:
-        log.setLevel(saved)
-
-
 @contextlib.contextmanager
 def milvus_errors(uri: str) -> Iterator[None]:
     """Turn a failure to open ``uri`` into one sentence naming its cause and what to do."""
     check_uri(uri)
     try:
-        # milvus_lite logs a traceback of its own on a failed start; the sentence below says it
-        with _quiet("milvus_lite", logging.CRITICAL):
+        with quiet("milvus_lite"):  # it logs a traceback of its own on a failed start
             yield
     except RagError:
         raise
@@ -112,13 +84,14 @@ def milvus_errors(uri: str) -> Iterator[None]:
         if is_lite_path(uri) and _held_by_another_process(uri):
             raise RagError(
                 f"The Milvus Lite database {uri!r} is open in another process (a notebook kernel "
-                "or a command): shut that kernel down (or run milvus_rag.index.release(MILVUS_URI) "
-                "in it), stop that command, or set MILVUS_URI to another path."
+                "or a command): in that notebook run `from milvus_rag.index import release; "
+                "release(MILVUS_URI)` (or shut its kernel down), stop that command, or use "
+                "another MILVUS_LITE_PATH."
             ) from err
-        if isinstance(err, ImportError | ModuleNotFoundError):
+        if isinstance(err, ImportError):
             advice = "install it: pip install -r requirements.txt"
         elif is_lite_path(uri):
-            advice = "check that the folder is writable, or set MILVUS_URI to another .db path"
+            advice = "check that the folder is writable, or set MILVUS_LITE_PATH to another .db path"
         else:
             advice = "check MILVUS_URI, that the server is running, and MILVUS_TOKEN"
         raise RagError(f"Cannot open Milvus at {uri!r} ({cause(err)}): {advice}.") from err
@@ -133,11 +106,8 @@ def connect(uri: str, token: str = ""):
 
 
 def release(uri: str) -> None:
-    """Free a Milvus Lite path held by this process, so another process can open it.
-
-    ``MilvusClient.close()`` alone keeps the database open (and locked) until the process ends.
-    Clients of this process on that path stop working. Nothing to do for a server URL.
-    """
+    """Free a Milvus Lite path held by this process, so another process can open it
+    (``MilvusClient.close()`` keeps it locked until the process ends); connect again to go on."""
     if is_lite_path(uri):
         from milvus_lite.server_manager import server_manager_instance
 
@@ -158,8 +128,7 @@ def server_version(client) -> tuple[int, int] | None:
 
 def require(client, feature: str) -> None:
     """Refuse, in one sentence, a Milvus too old for ``feature`` (a key of MINIMUM_MILVUS)."""
-    needed = MINIMUM_MILVUS[feature]
-    found = server_version(client)
+    needed, found = MINIMUM_MILVUS[feature], server_version(client)
     if found is not None and found < needed:
         raise RagError(
             f"{feature} needs Milvus {needed[0]}.{needed[1]} or later, but the server at "
@@ -175,12 +144,41 @@ def ensure_loaded(client, name: str) -> None:
         client.load_collection(name)
 
 
-def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
-    """(Re)create ``name`` for FAQ entries: ids, texts and a ``dim``-wide dense vector.
+def built_by(client, name: str) -> dict:
+    """What built collection ``name``, as recorded by :func:`sync` ({} if nothing was)."""
+    recorded = (client.describe_collection(name).get("properties") or {}).get(BUILT_BY)
+    return json.loads(recorded) if recorded else {}
 
-    With ``bm25``, also a sparse vector that Milvus computes from ``search_text`` itself
-    (``Function(type=FunctionType.BM25)``), for full-text and hybrid search (Milvus 2.5+).
-    """
+
+def mismatch(client, name: str, embedding) -> str:
+    """Why the vectors in ``name`` cannot be searched with ``embedding`` ("" if they can)."""
+    fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
+    dim = int(((fields.get("dense") or fields.get("vector") or {}).get("params") or {})["dim"])
+    model = built_by(client, name).get("model", embedding.name)
+    if model != embedding.name:
+        return f"was built with {model}, but this run embeds with {embedding.name}"
+    if dim != embedding.dim:
+        return f"holds {dim}-d vectors, but {embedding.name} makes {embedding.dim}-d ones"
+    return ""
+
+
+def open_existing(client, names: list[str], embedding) -> str:
+    """Load those of ``names`` that exist (from an earlier run) and say what was found."""
+    found = []
+    for name in names:
+        if client.has_collection(name):
+            ensure_loaded(client, name)
+            rows = client.get_collection_stats(name).get("row_count", "?")
+            why = mismatch(client, name, embedding)
+            found.append(f"{name} ({rows} rows" + (f"; it {why}: rebuilt below)" if why else ")"))
+    if not found:
+        return "No collection from an earlier run: the cells below create them."
+    return "From an earlier run, loaded for search: " + ", ".join(found) + "."
+
+
+def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
+    """(Re)create ``name`` for entries: ids, texts and a ``dim``-wide dense vector; with
+    ``bm25``, a sparse vector too that Milvus computes from ``search_text`` (Milvus 2.5+)."""
     from pymilvus import DataType, Function, FunctionType
 
     if bm25:
@@ -192,9 +190,11 @@ def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
     schema.add_field("entry", DataType.INT64)  # the entry's id: one hit per entry (group_by)
     schema.add_field("view", DataType.INT64)  # 0: the entry itself; 1..: one of its phrasings
     schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH)
-    analyzer = {"enable_analyzer": True, "analyzer_params": ANALYZER_PARAMS} if bm25 else {}
-    schema.add_field("search_text", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH, **analyzer)
-    schema.add_field("source", DataType.VARCHAR, max_length=512)
+    analyzer = {"tokenizer": "standard",
+                "filter": ["lowercase", {"type": "stop", "stop_words": BM25_STOP_WORDS}]}  # fmt: skip
+    bm25_text = {"enable_analyzer": True, "analyzer_params": analyzer} if bm25 else {}
+    schema.add_field("search_text", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH, **bm25_text)
+    schema.add_field("source", DataType.VARCHAR, max_length=1024)
     schema.add_field("title", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH)
     schema.add_field("section", DataType.VARCHAR, max_length=TEXT_MAX_LENGTH)
     schema.add_field("dense", DataType.FLOAT_VECTOR, dim=dim)
@@ -202,23 +202,14 @@ def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
     index_params.add_index(field_name="dense", index_type="FLAT", metric_type=METRIC_TYPE)
     if bm25:
         schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-        schema.add_function(
-            Function(
-                name="search_text_bm25",
-                function_type=FunctionType.BM25,
-                input_field_names=["search_text"],
-                output_field_names=["sparse"],
-            )
-        )
+        schema.add_function(Function(name="search_text_bm25", function_type=FunctionType.BM25,
+                                     input_field_names=["search_text"],
+                                     output_field_names=["sparse"]))  # fmt: skip
         index_params.add_index(
             field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
         )
-    client.create_collection(
-        collection_name=name,
-        schema=schema,
-        index_params=index_params,
-        consistency_level=CONSISTENCY_LEVEL,
-    )
+    client.create_collection(collection_name=name, schema=schema, index_params=index_params,
+                             consistency_level=CONSISTENCY_LEVEL)  # fmt: skip
 
 
 def content_id(*parts: object) -> int:
@@ -228,57 +219,63 @@ def content_id(*parts: object) -> int:
 
 
 def entry_rows(entries: list[Entry]) -> list[dict]:
-    """One row per entry (view 0) and per phrasing of it (views 1..), no vectors yet.
-
-    Every row carries the entry's whole text; ``search_text`` is what is embedded: the entry
-    itself, or one phrasing. Ids derive from the content: the same entry from the same file
-    always gets the same ids, a changed one new ids, so its old rows can be found and deleted.
-    """
+    """One row per entry (view 0) and per phrasing of it (views 1..), no vectors yet. Each
+    carries the entry's text; ``search_text`` is what is embedded. Ids derive from the file and
+    the content, so an entry changed (or moved) gets new ids and its old rows can be deleted."""
     rows: dict[int, dict] = {}
     for entry in entries:
         entry_id = content_id(entry.source, entry.text)
         for view, search_text in enumerate((entry.search_text, *entry.phrasings)):
             row_id = content_id(entry_id, view, search_text)
             rows[row_id] = {  # a file repeating an entry word for word keeps one set of rows
-                "id": row_id,
-                "entry": entry_id,
-                "view": view,
-                "text": entry.text,
-                "search_text": search_text,
-                "source": entry.source,
-                "title": entry.title,
+                "id": row_id, "entry": entry_id, "view": view, "text": entry.text,
+                "search_text": search_text, "source": entry.source, "title": entry.title,
                 "section": entry.section,
-            }
+            }  # fmt: skip
     return list(rows.values())
 
 
-def progress(total: int, desc: str):
-    """A progress bar over ``total`` pieces: a widget in JupyterLab and Colab, text elsewhere.
+@contextlib.contextmanager
+def progress(total: int, desc: str) -> Iterator:
+    """A progress bar over ``total`` pieces (none for no work). In a notebook: a widget while it
+    runs, then its last line as text, so a saved notebook needs no widget state; text on stdout
+    with ``RAG_PROGRESS=text`` (headless). In a terminal: text on stderr, clear of the output."""
+    from tqdm import tqdm
 
-    ``RAG_PROGRESS=text`` forces text (headless runs, whose saved outputs hold no widgets).
-    """
-    if setting("RAG_PROGRESS") == "text":
-        from tqdm import tqdm
-    else:
-        from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="piece", disable=total == 0)
+    kernel = "ipykernel" in sys.modules
+    stream = sys.stdout if kernel else sys.stderr
+    widget = None
+    if total and kernel and setting("RAG_PROGRESS") != "text":
+        with contextlib.suppress(ImportError):
+            from IPython.display import Pretty, display
+            from tqdm.notebook import tqdm as widget_tqdm
+
+            widget = widget_tqdm(total=total, desc=desc, unit="piece", display=False)
+    if widget is None:
+        with tqdm(total=total, desc=desc, unit="piece", disable=not total, file=stream) as bar:
+            yield bar
+        stream.flush()  # the bar's last newline now, not after the cell's own output
+        return
+    shown = display(widget.container, display_id=True)
+    try:
+        yield widget
+    finally:
+        widget.close()
+        shown.update(Pretty(tqdm.format_meter(**{**widget.format_dict, "ncols": 80})))
 
 
 def batches(items: list, show: bool = True, desc: str = "Embedding") -> Iterator[list]:
-    """``items`` in slices of ``INSERT_BATCH``, under one progress bar that shows the real work
-    (none when ``show`` is false: nothing to wait for)."""
+    """``items`` in slices of ``INSERT_BATCH`` under one progress bar (if ``show``)."""
     with progress(len(items) if show else 0, desc) as bar:
         for start in range(0, len(items), INSERT_BATCH):
             batch = items[start : start + INSERT_BATCH]
             yield batch
             bar.update(len(batch))
-    sys.stderr.flush()  # the bar's last newline now, not as a stray output after the cell's own
 
 
 def _work_left(embedding, texts: list[str]) -> bool:
-    """False when ``embedding`` has every text embedded already (see ``Embedding.knows``)."""
-    knows = getattr(embedding, "knows", None)
-    return knows is None or not knows(texts)
+    """False when ``embedding`` has every text embedded already (``Embedding.knows``)."""
+    return not getattr(embedding, "knows", lambda texts: False)(texts)
 
 
 def embed_documents(embedding, texts: list[str]) -> list:
@@ -297,7 +294,7 @@ def insert_rows(client, name: str, embedding, rows: list[dict]) -> None:
 
 def existing_ids(client, name: str) -> set[int]:
     """Every primary key in collection ``name`` (paged, so large collections are fine)."""
-    with _quiet("pymilvus", logging.ERROR):  # it warns about client-side timestamps on Lite
+    with quiet("pymilvus", logging.ERROR):  # it warns about client-side timestamps on Lite
         iterator = client.query_iterator(name, batch_size=1000, filter="", output_fields=["id"])
         try:
             ids: set[int] = set()
@@ -308,18 +305,10 @@ def existing_ids(client, name: str) -> set[int]:
             iterator.close()
 
 
-def check_collection(client, name: str, embedding, bm25: bool = False) -> None:
-    """Refuse, before any insert or search, a collection this pipeline cannot use as it is."""
-    fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
-    dense = fields.get("dense") or fields.get("vector") or {}
-    dim = int((dense.get("params") or {}).get("dim", embedding.dim))
-    if dim != embedding.dim:
-        raise RagError(
-            f"Collection {name!r} holds {dim}-dimensional vectors, but {embedding.name} makes "
-            f"{embedding.dim}-dimensional ones: rebuild it (python -m milvus_rag ingest "
-            "--rebuild, or run the notebook from the top), or set MILVUS_COLLECTION to another name."
-        )
-    if not set(FIELDS) <= fields.keys() or (bm25 and "sparse" not in fields):
+def check_fields(client, name: str, bm25: bool = False) -> None:
+    """Refuse a collection of another schema (the tutorial's, or an older version's)."""
+    fields = {f["name"] for f in client.describe_collection(name)["fields"]}
+    if not set(FIELDS) <= fields or (bm25 and "sparse" not in fields):
         raise RagError(
             f"Collection {name!r} was built by another pipeline or version (its fields differ): "
             "rebuild it (python -m milvus_rag ingest --rebuild) or set MILVUS_COLLECTION to "
@@ -327,37 +316,49 @@ def check_collection(client, name: str, embedding, bm25: bool = False) -> None:
         )
 
 
-def sync(
-    client,
-    name: str,
-    embedding,
-    entries: list[Entry],
-    bm25: bool = False,
-    rebuild: bool = False,
-) -> dict:
-    """Make collection ``name`` hold exactly ``entries``, doing only the work that is missing.
+def check_collection(client, name: str, embedding) -> None:
+    """Refuse, before a search, a collection that cannot answer ``embedding``'s questions."""
+    check_fields(client, name)
+    why = mismatch(client, name, embedding)
+    if why:
+        raise RagError(
+            f"Collection {name!r} {why}: re-embed it with python -m milvus_rag ingest (same "
+            "EMBEDDING_MODEL), or set EMBEDDING_MODEL to the model that built it."
+        )
 
-    Rows already there are kept (not embedded again), rows of entries that changed or vanished
-    are deleted, new ones are embedded and inserted in batches. Running it twice leaves the
-    same rows; after an interrupted run the next run completes it. ``rebuild`` drops the
-    collection first. A collection of another schema or dimension is refused in one sentence.
-    """
+
+def sync(
+    client, name: str, embedding, entries: list[Entry], bm25: bool = False,
+    rebuild: bool = False, chunking: str = "sections",
+) -> dict:  # fmt: skip
+    """Make collection ``name`` hold exactly ``entries``, doing only the missing work: rows of
+    changed or vanished entries deleted, new ones embedded and inserted in batches, so a second
+    run does nothing and an interrupted one is completed by the next. Built with another model:
+    re-embedded (``"rebuilt"`` says why); ``rebuild`` drops it first. What built it is recorded,
+    marked complete once every row is in."""
+    wanted = entry_rows(entries)
+    ids = sorted(row["id"] for row in wanted)
+    fingerprint = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
+    report: dict = {"collection": name}
+    if client.has_collection(name) and not rebuild:
+        check_fields(client, name, bm25)
+        why = mismatch(client, name, embedding)
+        if why:
+            rebuild, report["rebuilt"] = True, why
     if rebuild or not client.has_collection(name):
         create_collection(client, name, embedding.dim, bm25=bm25)
-    else:
-        check_collection(client, name, embedding, bm25=bm25)
-        ensure_loaded(client, name)
-    wanted = entry_rows(entries)
+    ensure_loaded(client, name)
+    built = {"model": embedding.name, "dim": embedding.dim, "chunking": chunking,
+             "rows": len(wanted), "fingerprint": fingerprint}  # fmt: skip
     present = existing_ids(client, name)
-    stale = sorted(present - {row["id"] for row in wanted})
-    if stale:
-        client.delete(collection_name=name, ids=stale)
+    stale = sorted(present - set(ids))
     missing = [row for row in wanted if row["id"] not in present]
-    insert_rows(client, name, embedding, missing)
-    return {
-        "collection": name,
-        "count": len({row["entry"] for row in wanted}),
-        "rows": len(wanted),
-        "added": len(missing),
-        "removed": len(stale),
-    }
+    if stale or missing or built_by(client, name) != {**built, "complete": True}:
+        client.alter_collection_properties(name, {BUILT_BY: json.dumps({**built, "complete": False})})
+        if stale:
+            client.delete(collection_name=name, ids=stale)
+        insert_rows(client, name, embedding, missing)
+        client.alter_collection_properties(name, {BUILT_BY: json.dumps({**built, "complete": True})})
+    report.update(count=len({row["entry"] for row in wanted}), rows=len(wanted),
+                  added=len(missing), removed=len(stale))  # fmt: skip
+    return report

@@ -1,19 +1,11 @@
-"""Search strategies over the FAQ, all served by Milvus, all returning one hit type.
+"""Search the FAQ by one of several strategies, one Milvus call per batch of questions.
 
-``tutorial-*`` strategies search the tutorial's pieces, ``entry-*`` the FAQ entries
-(:mod:`milvus_rag.chunking`), each in a collection built by :mod:`milvus_rag.index`:
-
-``dense``      the question's vector against each piece's vector (inner product).
-``bm25``       Milvus's full-text search over the text (needs a collection with BM25).
-``rrf``        dense and BM25 results fused by reciprocal rank (``RRFRanker(60)``).
-``weighted``   dense and BM25 scores fused by weight (``WeightedRanker``).
-``phrasings``  dense over each entry and each phrasing of its question (other ways users ask
-               it, ``data/faq_phrasings.jsonl``), best one per entry (``group_by_field``).
-
-All but ``phrasings`` search the entries themselves (``filter="view == 0"``).
-
-``DEFAULT_STRATEGY`` is the one the command line and the improved pipeline use; see the
-README's "How good is the retrieval?" for how it was chosen.
+``tutorial-*`` strategies search the tutorial's pieces, ``entry-*`` the FAQ entries (collections
+of :mod:`milvus_rag.index`): by ``dense`` vectors (inner product), by ``bm25`` (Milvus's full-text
+search), by both fused (``rrf``: ``RRFRanker``; ``weighted``: ``WeightedRanker``), or by
+``phrasings``: dense over each entry and other ways users ask its question
+(``data/faq_phrasings.jsonl``), the best row per entry (``group_by_field``). The others search
+the entries' own rows only (``view == 0``).
 """
 
 from __future__ import annotations
@@ -27,21 +19,16 @@ from milvus_rag.index import METRIC_TYPE
 RRF_K = 60
 """RRF's smoothing constant: the usual value (Cormack et al. 2009; Milvus's default)."""
 
-CANDIDATES = 20
+ROUTE_CANDIDATES = 20
 """How many hits each route of a hybrid search contributes before fusion (at least k)."""
 
 DENSE_WEIGHT = 0.7
-"""``weighted``: the dense route's weight; BM25 gets the rest.
-
-``WeightedRanker`` first maps each route's scores into [0, 1]. Over a route's candidates the
-dense scores then spread about 0.13 and the BM25 scores about 0.31 (max - min over the top 20,
-with the 61 FAQ titles as queries: no labels involved), so equal weights would let BM25 decide
-most rankings; weights inversely proportional to the spreads give each route the same pull."""
+"""``weighted``: the dense route's weight, BM25 gets the rest. ``WeightedRanker`` maps each
+route's scores into [0, 1], where dense scores spread about 0.13 and BM25 scores about 0.31 (top
+20, the 61 FAQ titles as queries: no labels involved): weights inverse to the spreads."""
 
 OUTPUT_FIELDS = ["text", "source", "title"]
-
-WHOLE_ENTRY = "view == 0"
-"""Filter for the row of an entry itself (its other rows are phrasings of its question)."""
+WHOLE_ENTRY = "view == 0"  # an entry's own row (its other rows are phrasings of its question)
 
 
 @dataclass(frozen=True)
@@ -56,37 +43,30 @@ class Strategy:
         return self.kind in ("bm25", "rrf", "weighted")
 
 
-STRATEGIES: dict[str, Strategy] = {
-    s.name: s
-    for s in (
-        Strategy("tutorial-dense", "tutorial", "dense", "tutorial split, dense (the tutorial)"),
-        Strategy("tutorial-bm25", "tutorial", "bm25", "tutorial split, BM25"),
-        Strategy("tutorial-hybrid-rrf", "tutorial", "rrf", "tutorial split, dense + BM25, RRF"),
-        Strategy("entry-dense", "entry", "dense", "one piece per FAQ entry, dense"),
-        Strategy(
-            "entry-phrasings-dense",
-            "entry",
-            "phrasings",
-            "FAQ entries + phrasings of their questions, dense, best per entry",
-        ),  # fmt: skip
-        Strategy("entry-bm25", "entry", "bm25", "one piece per FAQ entry, BM25"),
-        Strategy("entry-hybrid-rrf", "entry", "rrf", "FAQ entries, dense + BM25, RRF"),
-        Strategy(
-            "entry-hybrid-weighted", "entry", "weighted", "FAQ entries, dense + BM25, weighted"
-        ),
-    )
-}
+_RRF = f"RRF (k = {RRF_K})"
+_WEIGHTS = f"dense {DENSE_WEIGHT:g} + BM25 {1 - DENSE_WEIGHT:.1g}"
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("tutorial-dense", "tutorial", "dense", "the tutorial's split, dense"),
+    Strategy("tutorial-bm25", "tutorial", "bm25", "the tutorial's split, BM25"),
+    Strategy("tutorial-hybrid-rrf", "tutorial", "rrf",
+             f"the tutorial's split, dense + BM25, {_RRF}"),
+    Strategy("entry-dense", "entry", "dense", "one piece per FAQ entry, dense"),
+    Strategy("entry-phrasings-dense", "entry", "phrasings",
+             "entries + phrasings of each question, dense, best per entry"),
+    Strategy("entry-bm25", "entry", "bm25", "entries, BM25"),
+    Strategy("entry-hybrid-rrf", "entry", "rrf", f"entries, dense + BM25, {_RRF}"),
+    Strategy("entry-hybrid-weighted", "entry", "weighted", f"entries, {_WEIGHTS}"),
+)}  # fmt: skip
 
-DEFAULT_STRATEGY = "entry-phrasings-dense"
-"""The strategy of the command line and the improved pipeline."""
+DEFAULT_STRATEGY = "entry-phrasings-dense"  # of the command line and the improved pipeline
 
 
 @dataclass(frozen=True)
 class Hit:
-    """One retrieved piece; ``distance`` is the strategy's score (higher is closer)."""
+    """One retrieved piece and the strategy's score for it (higher is closer)."""
 
     text: str
-    distance: float
+    score: float
     source: str
     title: str
 
@@ -98,88 +78,63 @@ def strategy_named(name: str) -> Strategy:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise RagError(
-            f"Unknown retrieval strategy {name!r}: use one of {', '.join(STRATEGIES)}."
-        ) from None
-
-
-def first_line(text: str) -> str:
-    """A piece's first non-empty line without heading marks: its FAQ title, usually."""
-    for line in text.splitlines():
-        line = line.strip().lstrip("#").strip()
-        if line:
-            return line
-    return "(empty piece)"
+        message = f"Unknown retrieval strategy {name!r}: use one of {', '.join(STRATEGIES)}."
+        raise RagError(message) from None
 
 
 def to_hits(results: list, bm25: bool = False) -> list[Hit]:
-    """``Hit``s from one query's Milvus results (``search_res[0]``), best first.
-
-    ``bm25``: scores are made positive (Milvus Lite 3 reports BM25 scores negated, the C++
-    engine does not).
-    """
+    """``Hit``s from one query's Milvus results (``search_res[0]``), best first; a piece without
+    a title is titled by its first non-empty line. ``bm25``: scores made positive (Milvus Lite 3
+    reports them negated, the C++ engine does not)."""
     hits = []
     for result in results:
-        entity = result["entity"]
+        entity, score = result["entity"], float(result["distance"])
         text = entity.get("text", "")
-        hits.append(
-            Hit(
-                text=text,
-                distance=abs(float(result["distance"])) if bm25 else float(result["distance"]),
-                source=entity.get("source") or "?",
-                title=entity.get("title") or first_line(text),
-            )
-        )
+        lines = (line.strip().lstrip("#").strip() for line in text.splitlines())
+        title = entity.get("title") or next(filter(None, lines), "(empty piece)")
+        hits.append(Hit(text, abs(score) if bm25 else score, entity.get("source") or "?", title))
     return hits
 
 
 def format_hits(hits: list[Hit]) -> str:
-    """One line per hit, numbered as in the prompt: ``[1] file · FAQ title (distance 0.657)``."""
+    """One line per hit, numbered as in the prompt: ``[1] file · FAQ title (score 0.657)``."""
     return "\n".join(
-        f"[{n}] {hit.source} · {hit.title} (distance {hit.distance:.3f})"
-        for n, hit in enumerate(hits, 1)
+        f"[{n}] {hit.source} · {hit.title} (score {hit.score:.3f})" for n, hit in enumerate(hits, 1)
     )
 
 
-def search(client, collection: str, embedding, question: str, k: int, strategy: str) -> list[Hit]:
-    """The ``k`` best pieces of ``collection`` for ``question`` by ``strategy``, best first.
-
-    ``collection`` must hold the strategy's chunking (and a BM25 field where it needs one).
-    """
+def search(
+    client, collection: str, embedding, questions: list[str], k: int, strategy: str
+) -> list[list[Hit]]:
+    """The ``k`` best pieces of ``collection`` for each of ``questions`` by ``strategy``, best
+    first, one list per question, from one Milvus call; ``collection`` holds the strategy's
+    chunking (and a BM25 field where it needs one)."""
     from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
 
+    if isinstance(questions, str):
+        raise TypeError("questions is a list of questions: pass [question] for one")
     chosen = strategy_named(strategy)
-    require_question(question)
+    for question in questions:
+        require_question(question)
     if k < 1:
         raise RagError(f"k must be at least 1, not {k}.")
     common = {"collection_name": collection, "limit": k, "output_fields": OUTPUT_FIELDS}
     bm25_params = {"metric_type": "BM25", "params": {}}
     if chosen.kind == "bm25":
-        return to_hits(
-            client.search(
-                data=[question], anns_field="sparse", search_params=bm25_params,
-                filter=WHOLE_ENTRY, **common,
-            )[0],
-            bm25=True,
-        )  # fmt: skip
-    query_vector = embedding.encode_queries([question])[0]
+        found = client.search(data=questions, anns_field="sparse", search_params=bm25_params,
+                              filter=WHOLE_ENTRY, **common)  # fmt: skip
+        return [to_hits(one, bm25=True) for one in found]
+    vectors = embedding.encode_queries(questions)
     dense_params = {"metric_type": METRIC_TYPE, "params": {}}
     if chosen.kind in ("dense", "phrasings"):
-        scope = (
-            {"group_by_field": "entry"} if chosen.kind == "phrasings" else {"filter": WHOLE_ENTRY}
-        )
-        return to_hits(
-            client.search(
-                data=[query_vector], anns_field="dense", search_params=dense_params,
-                **scope, **common,
-            )[0]
-        )  # fmt: skip
-    candidates = max(k, CANDIDATES)
-    routes = [
-        AnnSearchRequest([query_vector], "dense", dense_params, candidates, expr=WHOLE_ENTRY),
-        AnnSearchRequest([question], "sparse", bm25_params, candidates, expr=WHOLE_ENTRY),
-    ]
-    ranker = (
-        RRFRanker(RRF_K) if chosen.kind == "rrf" else WeightedRanker(DENSE_WEIGHT, 1 - DENSE_WEIGHT)
-    )
-    return to_hits(client.hybrid_search(reqs=routes, ranker=ranker, **common)[0])
+        scope = {"group_by_field": "entry"} if chosen.kind == "phrasings" else {"filter": WHOLE_ENTRY}  # fmt: skip
+        found = client.search(data=vectors, anns_field="dense", search_params=dense_params,
+                              **scope, **common)  # fmt: skip
+    else:
+        per_route = max(k, ROUTE_CANDIDATES)
+        routes = [AnnSearchRequest(vectors, "dense", dense_params, per_route, expr=WHOLE_ENTRY),
+                  AnnSearchRequest(questions, "sparse", bm25_params, per_route, expr=WHOLE_ENTRY)]  # fmt: skip
+        ranker = (RRFRanker(RRF_K) if chosen.kind == "rrf"
+                  else WeightedRanker(DENSE_WEIGHT, 1 - DENSE_WEIGHT))  # fmt: skip
+        found = client.hybrid_search(reqs=routes, ranker=ranker, **common)
+    return [to_hits(one) for one in found]
