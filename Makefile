@@ -42,6 +42,7 @@ rehearse: install
 	$(BIN)/python tests/colab/rehearse.py
 	$(BIN)/python tests/install/stock_pip.py
 	$(BIN)/python -m pytest -m rehearsal -p no:cacheprovider tests/test_server_notebook.py
+	$(BIN)/python tests/browser/rehearse.py
 
 clean:
 	rm -rf $(VENV) .cache notebooks/executed notebooks/milvus_demo.db data/milvus_docs data/*.zip

@@ -1,24 +1,34 @@
-"""Tests for milvus_rag.chunking: the tutorial's split, and one entry per answered FAQ heading
-(headings kept with their answers, code and includes handled)."""
+"""Tests for milvus_rag.chunking: the tutorial's split, one entry per answered FAQ heading
+(headings kept with their answers, code and includes handled), any document by headings or
+paragraphs, and sections longer than the model reads cut into parts."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from milvus_rag.chunking import (
+    MAX_PART_CHARS,
+    PATH_SEPARATOR,
+    TITLE_CHARS,
     Entry,
     doc_entries,
+    document_entries,
     expand_includes,
     faq_entries,
     faq_files,
     front_matter_title,
     link_words,
+    load_phrasings,
     split_entries,
     tutorial_pieces,
 )
+from milvus_rag.corpus import Document, documents, open_corpus
 from milvus_rag.errors import RagError
 from milvus_rag.evaluation import Question, load_questions, unknown_golds
 
@@ -322,5 +332,109 @@ def test_bad_phrasing_files_say_which_line(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(RagError, match=message):
         load_phrasings(path)
-    with pytest.raises(RagError, match="Cannot read the FAQ phrasings .*checkout"):
+    with pytest.raises(RagError, match="Cannot read the phrasings .*FileNotFoundError.*checkout"):
         load_phrasings(tmp_path / "missing.jsonl")
+
+
+# --------------------------------------------------------------------------- any document
+
+
+def paragraph(n: int, words: int = 30) -> str:
+    return " ".join(f"w{n}.{i}" for i in range(words)) + "."
+
+
+def body_of(entry: Entry) -> str:
+    return entry.text.partition("\n\n")[2]
+
+
+def test_a_long_section_is_cut_at_paragraphs_into_titled_parts():
+    paragraphs = [paragraph(n) for n in range(12)]  # about 3,000 characters under one heading
+    page = "---\ntitle: Guide\n---\n# Setup\n\n" + "\n\n".join(paragraphs) + "\n\n## Short\nOK.\n"
+    entries = split_entries(page, "guide/setup.md")
+    parts = entries[:-1]
+    assert len(parts) >= 3
+    assert [e.title for e in parts] == [f"Setup (part {n})" for n in range(1, len(parts) + 1)]
+    assert all(e.section == "Guide" and e.source == "guide/setup.md" for e in parts)
+    assert all(len(e.text) <= MAX_PART_CHARS for e in entries)
+    assert parts[1].text.startswith(f"Guide{PATH_SEPARATOR}Setup (part 2)\n\n")
+    assert "\n\n".join(body_of(e) for e in parts) == "\n\n".join(paragraphs), "nothing is lost"
+    assert all(len(body_of(e)) > MAX_PART_CHARS // 2 for e in parts[:-1]), "parts are filled"
+    assert (entries[-1].title, entries[-1].text) == ("Short", "Guide > Setup > Short\n\nOK.")
+    assert split_entries(page, "guide/setup.md", limit=None)[0].title == "Setup"
+
+
+def test_a_code_fence_with_blank_lines_is_not_cut():
+    code = "```python\n" + "\n\n".join(f"x{n} = {n}  # {'c' * 40}" for n in range(10)) + "\n```"
+    page = "# Code\n\n" + paragraph(0, 100) + "\n\n" + code + "\n\n" + paragraph(1, 100)
+    parts = split_entries(page, "c.md")
+    assert [body_of(e) for e in parts if "```" in e.text] == [code]
+
+
+def test_a_paragraph_longer_than_a_part_is_wrapped_at_spaces():
+    long = paragraph(0, 600)  # one paragraph of about 4,600 characters
+    parts = split_entries("# Long\n" + long, "l.md")
+    assert len(parts) >= 5 and all(len(e.text) <= MAX_PART_CHARS for e in parts)
+    assert " ".join(body_of(e) for e in parts).split() == long.split()
+
+
+def test_plain_text_is_split_by_paragraphs_titled_by_their_first_line():
+    paragraphs = ["Opening line of the notes\nand its second line."] + [
+        paragraph(n) for n in range(1, 8)
+    ]
+    text = "\r\n\r\n\r\n".join(paragraphs).replace("\n", "\r\n")
+    entries = document_entries([Document("notes/plain.txt", text)])
+    assert len(entries) >= 2 and all(len(e.text) <= MAX_PART_CHARS for e in entries)
+    first = entries[0]
+    assert (first.source, first.section, first.title) == (
+        "notes/plain.txt", "plain.txt", "Opening line of the notes",
+    )  # fmt: skip
+    assert first.text.startswith("plain.txt > Opening line of the notes\n\nOpening line of")
+    assert entries[1].title == paragraph(len(body_of(first).split("\n\n")))[: TITLE_CHARS - 1] + "…"
+    assert "\n\n".join(body_of(e) for e in entries) == "\n\n".join(paragraphs)
+
+
+def test_document_entries_split_by_kind_and_attach_phrasings():
+    docs = [Document("a.md", "# Q?\nA.\n"), Document("b.markdown", "# R?\nB.\n"),
+            Document("c.TXT", "# not a heading\nC.\n")]  # fmt: skip
+    table = {("a.md", "Q?"): ("question",), ("c.TXT", "Q?"): ("wrong file",)}
+    entries = document_entries(docs, table)
+    assert [(e.source, e.title, e.phrasings) for e in entries] == [
+        ("a.md", "Q?", ("question",)), ("b.markdown", "R?", ()), ("c.TXT", "# not a heading", ()),
+    ]  # fmt: skip
+
+
+def test_the_sample_documents_and_their_phrasings():
+    root = REPO / "data" / "sample_docs"
+    docs, _ = documents(open_corpus(str(root)))
+    table = load_phrasings(root / "phrasings.jsonl")
+    entries = document_entries(docs, table)
+    assert table and all(len(e.text) <= MAX_PART_CHARS for e in entries)
+    assert {(e.source, e.title) for e in entries if e.phrasings} == set(table)
+    assert any(e.source.endswith(".txt") for e in entries)
+    assert any("```python" in e.text and e.section for e in entries)
+
+
+# --------------------------------------------------------------------------- the real docs, pinned
+
+FAQ_SHA256 = "e592731b52d81a674b7e5b24a414dd60015f1d4196b2f2558b7553653625be7a"
+"""The FAQ entries every figure of the README was measured on (before documents were cut into
+parts): any change to them must be deliberate, and re-measured."""
+
+
+def test_real_faq_entries_are_exactly_those_measured(docs_dir):
+    entries = faq_entries(docs_dir)
+    dump = json.dumps([asdict(e) for e in entries], ensure_ascii=False).encode()
+    assert hashlib.sha256(dump).hexdigest() == FAQ_SHA256
+
+
+def test_real_doc_entries_fit_the_model_and_lose_nothing(docs_dir):
+    entries = doc_entries(docs_dir)
+    assert all(len(e.text) <= MAX_PART_CHARS for e in entries)
+    assert len(entries) > 1757, "more entries than whole sections (1,757)"
+    source = next(e.source for e in entries if e.title.endswith(" (part 2)"))
+    parts = [e for e in entries if e.source == source]
+    page = (docs_dir / "en" / source).read_text(encoding="utf-8")
+    whole = split_entries(page, source, docs_dir / "en", limit=None)
+    assert len(parts) > len(whole)
+    words = lambda found: [w for e in found for w in body_of(e).split()]  # noqa: E731
+    assert words(parts) == words(whole)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from milvus_rag import cli, embedding
+from milvus_rag import chunking, cli, embedding
 
 
 @pytest.fixture()
@@ -18,7 +18,8 @@ def run(monkeypatch, lite_uri, fake_embedding, docs_zip, capsys, tmp_path):
     a short phrasing of another entry that shares a question's words would come first."""
     empty = tmp_path / "no-phrasings.jsonl"
     empty.write_text("")
-    monkeypatch.setattr(cli, "phrasings_path", lambda: empty)
+    for module in (cli, chunking):
+        monkeypatch.setattr(module, "phrasings_path", lambda: empty)
     monkeypatch.setenv("MILVUS_LITE_PATH", lite_uri)
     monkeypatch.setenv("MILVUS_DOCS_ZIP", str(docs_zip))
     monkeypatch.setattr(embedding, "load_embedding", lambda choice: fake_embedding)
@@ -43,7 +44,7 @@ def test_ingest_is_idempotent(run):
 def test_ingest_indexes_the_projects_phrasings_too(run, monkeypatch):
     from milvus_rag.config import phrasings_path
 
-    monkeypatch.setattr(cli, "phrasings_path", phrasings_path)
+    monkeypatch.setattr(chunking, "phrasings_path", phrasings_path)
     ingested = json.loads(run("ingest")[1])
     assert (ingested["count"], ingested["rows"]) == (61, 61 * 5)  # each entry and 4 phrasings
 
@@ -109,16 +110,16 @@ def test_the_real_command_prints_one_error_line_and_exits_1(tmp_path):
     assert len(completed.stderr.strip().splitlines()) == 1
 
 
-def test_ask_answers_from_a_keyless_endpoint_that_is_not_localhost(run, monkeypatch):
+def test_ask_answers_from_a_keyless_endpoint_that_is_not_localhost(run, monkeypatch, serve_endpoint):
     """Ollama at http://ollama:11434/v1 or a vLLM box on the LAN needs no key: 127.0.0.2 plays
     such a host (no LLM_API_KEY is set in the tests)."""
-    from milvus_rag.local_answerer import LocalAnswererServer
+    from milvus_rag.local_answerer import Handler
 
-    with LocalAnswererServer(host="127.0.0.2") as server:
-        monkeypatch.setenv("LLM_BASE_URL", server.base_url)
-        code, out, err = run("ask", "Where does Milvus store data?", "--json")
+    url = serve_endpoint(Handler, "127.0.0.2")
+    monkeypatch.setenv("LLM_BASE_URL", url)
+    code, out, err = run("ask", "Where does Milvus store data?", "--json")
     assert code == 0, err
-    assert server.base_url.startswith("http://127.0.0.2:") and "etcd" in json.loads(out)["answer"]
+    assert url.startswith("http://127.0.0.2:") and "etcd" in json.loads(out)["answer"]
 
 
 # --------------------------------------------------------------------------- your own documents

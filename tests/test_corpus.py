@@ -1,4 +1,5 @@
-"""Tests for milvus_rag.corpus: download the docs zip once, check it, unzip it safely once.
+"""Tests for milvus_rag.corpus: a zip URL (downloaded once), a zip or a folder; unzipped safely
+once; its documents read, and every file that cannot be one skipped with a sentence.
 
 Every bad input is tested once here, in-process: it must end in one RagError sentence that says
 what happened, why and what to do, keep its cause (``raise ... from err``), and leave nothing
@@ -8,8 +9,10 @@ is tested with the command line.)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,7 +29,15 @@ import pytest
 
 from milvus_rag import corpus
 from milvus_rag.chunking import faq_entries, faq_files, tutorial_pieces
-from milvus_rag.corpus import extract, fetch_zip, prepare_docs
+from milvus_rag.corpus import (
+    Corpus,
+    Document,
+    documents,
+    extract,
+    fetch_zip,
+    open_corpus,
+    prepare_docs,
+)
 from milvus_rag.errors import RagError
 
 # --------------------------------------------------------------------------- helpers
@@ -53,6 +64,15 @@ def files_under(folder: Path) -> list[str]:
     if not folder.exists():
         return []
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """What a refused unzip left under ``folder``: nothing but lock files may be there."""
+    return [p for p in files_under(folder) if not p.endswith(".lock")]
 
 
 def raised(call, *args) -> RagError:
@@ -133,29 +153,31 @@ SMALL_DOCS = {"en/faq/a.md": "# Q?\n" + "Answer text. " * 200}
 # --------------------------------------------------------------------------- fetch_zip
 
 
-def test_is_url():
-    assert corpus.is_url("https://example.com/docs.zip")
-    assert corpus.is_url("http://127.0.0.1:8000/docs.zip")
-    assert not corpus.is_url("/tmp/docs.zip")
-    assert not corpus.is_url("docs.zip")
-    assert not corpus.is_url("ftp://example.com/docs.zip")
-
-
-def test_fetch_local_path_is_returned_as_is(tmp_path):
+def test_a_local_zip_is_unzipped_but_not_copied(tmp_path):
     local = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# A\n"})
     cache = tmp_path / "cache"
-    assert fetch_zip(str(local), cache) == local
-    assert not cache.exists(), "a local zip must not be copied into the cache"
+    assert open_corpus(str(local), cache) == Corpus(cache / "milvus_docs", "", True)
+    assert files_under(cache) == [
+        ".milvus_docs.lock", "milvus_docs", "milvus_docs/.source-sha256", "milvus_docs/en",
+        "milvus_docs/en/faq", "milvus_docs/en/faq/a.md",
+    ], "a local zip must not be copied into the cache"  # fmt: skip
 
 
-@pytest.mark.parametrize("kind", ["missing file", "a folder"])
-def test_fetch_missing_local_path_names_the_path_and_the_variable(tmp_path, kind):
-    source = tmp_path / "nope" / ZIP_NAME if kind == "missing file" else tmp_path
-    message = str(raised(fetch_zip, str(source), tmp_path / "cache"))
-    assert message.startswith(f"The docs zip {str(source)!r} ")
-    assert f"set MILVUS_DOCS_ZIP to the path of {ZIP_NAME} or to its download URL" in message
-    if kind == "missing file":
-        assert "does not exist" in message
+@pytest.mark.parametrize("name", [ZIP_NAME, "my folder", "mes_résumés"])
+def test_a_missing_source_says_what_it_may_be(tmp_path, name):
+    source = tmp_path / "nope" / name
+    message = str(raised(open_corpus, str(source), tmp_path / "cache"))
+    assert message == (
+        f"The docs source {str(source)!r} does not exist: give --docs (or MILVUS_DOCS_ZIP) a "
+        "folder or a zip of Markdown/text files, or the download URL of a zip."
+    )
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_one_document_is_not_a_source(tmp_path):
+    note = tree(tmp_path, {"note.md": "# A note\n"}) / "note.md"
+    message = str(raised(open_corpus, str(note), tmp_path / "cache"))
+    assert message.startswith(f"The docs source {str(note)!r} is one document, not a folder: give")
 
 
 def test_download_once_then_cached(tmp_path, http_server):
@@ -188,7 +210,7 @@ def test_download_unreachable_server(tmp_path):
     err = raised(fetch_zip, url, cache)
     message = str(err)
     assert message.startswith(f"Cannot download {url} (")
-    assert "check the network" in message and "MILVUS_DOCS_ZIP" in message
+    assert "check the URL and the network" in message and "MILVUS_DOCS_ZIP" in message
     assert isinstance(err.__cause__, urllib.error.URLError)
     assert str(err.__cause__.reason) in message  # e.g. "[Errno 111] Connection refused"
     assert files_under(cache) == []
@@ -199,8 +221,8 @@ def test_download_http_404(tmp_path, http_server):
     url = http_server.url(f"/{ZIP_NAME}")
     err = raised(fetch_zip, url, cache)
     message = str(err)
-    assert f"Downloading {url} failed with HTTP 404 (Not Found)" in message
-    assert "check the URL" in message and "MILVUS_DOCS_ZIP" in message
+    assert message.startswith(f"Cannot download {url} (HTTP 404 Not Found): check the URL")
+    assert "MILVUS_DOCS_ZIP" in message
     assert isinstance(err.__cause__, urllib.error.HTTPError) and err.__cause__.code == 404
     assert files_under(cache) == []
 
@@ -253,19 +275,19 @@ def test_extract_once_then_reused(tmp_path, monkeypatch):
     archive = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# One\n", "en/b.md": "b"})
     target = tmp_path / "out" / "milvus_docs"
 
-    assert extract(archive, target) == target
+    assert extract(archive, target.parent) == Corpus(target, "", True)
     assert (target / "en" / "faq" / "a.md").read_text() == "# One\n"
     assert (target / "en" / "b.md").read_text() == "b"
-    assert (target / ".source-sha256").read_text().strip() == corpus.sha256_of(archive)
+    assert (target / ".source-sha256").read_text().strip() == sha256_of(archive)
     # Nothing but the target and its lock file is left beside it (no staging folders).
     assert sorted(p.name for p in target.parent.iterdir()) == [".milvus_docs.lock", "milvus_docs"]
 
     def fail(*args, **kwargs):
-        raise AssertionError("the zip was opened again although it was already extracted")
+        raise AssertionError("the zip was unzipped again although it was already extracted")
 
-    monkeypatch.setattr(corpus.zipfile, "ZipFile", fail)
+    monkeypatch.setattr(corpus.zipfile.ZipFile, "extractall", fail)
     before = (target / "en" / "faq" / "a.md").stat().st_mtime_ns
-    assert extract(archive, target) == target
+    assert extract(archive, target.parent).root == target
     assert (target / "en" / "faq" / "a.md").stat().st_mtime_ns == before
 
 
@@ -273,15 +295,15 @@ def test_extract_again_when_the_zip_changes(tmp_path):
     archive = tmp_path / "docs.zip"
     target = tmp_path / "milvus_docs"
     make_zip(archive, {"en/faq/a.md": "# One\n", "en/old.md": "old"})
-    extract(archive, target)
+    extract(archive, tmp_path)
     assert (target / "en" / "old.md").is_file()
 
     make_zip(archive, {"en/faq/a.md": "# Two\n", "en/new.md": "new"})
-    extract(archive, target)
+    extract(archive, tmp_path)
     assert (target / "en" / "faq" / "a.md").read_text() == "# Two\n"
     assert (target / "en" / "new.md").read_text() == "new"
     assert not (target / "en" / "old.md").exists(), "files of the old zip must be gone"
-    assert (target / ".source-sha256").read_text().strip() == corpus.sha256_of(archive)
+    assert (target / ".source-sha256").read_text().strip() == sha256_of(archive)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".milvus_docs.lock",
         "docs.zip",
@@ -295,7 +317,7 @@ def test_extract_replaces_an_unmarked_folder(tmp_path):
     target = tmp_path / "milvus_docs"
     (target / "en" / "faq").mkdir(parents=True)
     (target / "en" / "faq" / "stale.md").write_text("half of an old unzip")
-    extract(archive, target)
+    extract(archive, tmp_path)
     assert files_under(target / "en" / "faq") == ["a.md"]
 
 
@@ -307,14 +329,14 @@ def test_extract_refuses_paths_outside_the_target(tmp_path, member):
     archive = make_zip(tmp_path / "in" / "docs.zip", {"en/faq/a.md": "# ok\n", member: "x"})
     work = tmp_path / "work"
     target = work / "milvus_docs"
-    message = str(raised(extract, archive, target))
+    message = str(raised(extract, archive, work))
     assert message.startswith(f"Refusing to unzip {archive}: member {member!r}")
-    assert "would be written outside the target folder" in message
-    assert f"Use the official {ZIP_NAME}" in message
+    assert "would be written outside the target folder; zip the files again" in message
+    assert f"or use the official {ZIP_NAME}" in message
     assert not target.exists()
     assert not (tmp_path / "escaped.md").exists() and not (work / "escaped.md").exists()
     assert not Path("/tmp/escaped.md").exists()
-    assert files_under(work) == [".milvus_docs.lock"], "no staging folder may be left behind"
+    assert files_under(work) == [], "refused before anything is written"
 
 
 def test_extract_refuses_a_zip_bomb(tmp_path):
@@ -323,12 +345,11 @@ def test_extract_refuses_a_zip_bomb(tmp_path):
     )
     info = zipfile.ZipFile(archive).getinfo("en/zeros.md")
     assert info.file_size / info.compress_size > corpus.MAX_RATIO  # the fixture is a bomb
-    target = tmp_path / "out" / "milvus_docs"
-    message = str(raised(extract, archive, target))
+    message = str(raised(extract, archive, tmp_path / "out"))
     assert message.startswith(f"Refusing to unzip {archive}: member 'en/zeros.md' expands")
     assert f"more than {corpus.MAX_RATIO} times (a zip bomb?)" in message
-    assert "Use the official" in message
-    assert files_under(target.parent) == [".milvus_docs.lock"]
+    assert "or use the official" in message
+    assert files_under(tmp_path / "out") == []
 
 
 def test_extract_refuses_too_large_a_total(tmp_path, monkeypatch):
@@ -336,11 +357,10 @@ def test_extract_refuses_too_large_a_total(tmp_path, monkeypatch):
     archive = make_zip(
         tmp_path / "docs.zip", {"en/faq/a.md": os.urandom(1 << 20), "en/faq/b.md": b"# B\n"}
     )
-    target = tmp_path / "out" / "milvus_docs"
-    message = str(raised(extract, archive, target))
+    message = str(raised(extract, archive, tmp_path / "out"))
     assert message.startswith(f"Refusing to unzip {archive}: it would expand to 1 MiB")
-    assert "more than 1 MiB" in message and "Use the official" in message
-    assert files_under(target.parent) == [".milvus_docs.lock"]
+    assert "more than 1 MiB" in message and "or use the official" in message
+    assert files_under(tmp_path / "out") == []
 
 
 def assert_unreadable_zip(err: RagError, path: Path, cause_types) -> None:
@@ -358,7 +378,7 @@ def test_local_file_that_is_not_a_zip(tmp_path):
     err = raised(prepare_docs, str(fake), tmp_path / "cache")
     assert_unreadable_zip(err, fake, zipfile.BadZipFile)
     assert "File is not a zip file" in str(err)
-    assert files_under(tmp_path / "cache") == [".milvus_docs.lock"]
+    assert files_under(tmp_path / "cache") == []
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.95])
@@ -366,9 +386,8 @@ def test_local_truncated_zip(tmp_path, fraction):
     good = zip_bytes({f"en/faq/{i}.md": f"# Q{i}?\n" + "words " * 500 for i in range(5)})
     cut = tmp_path / "docs.zip"
     cut.write_bytes(good[: int(len(good) * fraction)])
-    target = tmp_path / "out" / "milvus_docs"
-    assert_unreadable_zip(raised(extract, cut, target), cut, zipfile.BadZipFile)
-    assert files_under(target.parent) == [".milvus_docs.lock"]
+    assert_unreadable_zip(raised(extract, cut, tmp_path / "out"), cut, zipfile.BadZipFile)
+    assert leftovers(tmp_path / "out") == []
 
 
 def _corrupt_member_data(archive: bytes, name: str) -> bytes:
@@ -385,11 +404,10 @@ def test_stored_member_with_bad_crc(tmp_path):
     good = zip_bytes({"en/faq/a.md": "# Q?\n" + "stored text " * 100}, zipfile.ZIP_STORED)
     corrupt = tmp_path / "docs.zip"
     corrupt.write_bytes(_corrupt_member_data(good, "en/faq/a.md"))
-    target = tmp_path / "out" / "milvus_docs"
-    err = raised(extract, corrupt, target)
+    err = raised(extract, corrupt, tmp_path / "out")
     assert_unreadable_zip(err, corrupt, zipfile.BadZipFile)
     assert "Bad CRC-32 for file 'en/faq/a.md'" in str(err)
-    assert files_under(target.parent) == [".milvus_docs.lock"]
+    assert files_under(tmp_path / "out") == [".milvus_docs.lock"], "no staging folder is left"
 
 
 def test_deflated_member_with_corrupt_data(tmp_path):
@@ -397,19 +415,18 @@ def test_deflated_member_with_corrupt_data(tmp_path):
     corrupt = tmp_path / "docs.zip"
     corrupt.write_bytes(_corrupt_member_data(good, "en/faq/a.md"))
     assert zipfile.is_zipfile(corrupt)  # it passes the download's check
-    target = tmp_path / "out" / "milvus_docs"
-    err = raised(extract, corrupt, target)
+    err = raised(extract, corrupt, tmp_path / "out")
     assert_unreadable_zip(err, corrupt, (zlib.error, zipfile.BadZipFile))
-    assert files_under(target.parent) == [".milvus_docs.lock"]
+    assert leftovers(tmp_path / "out") == []
 
 
 def test_a_bad_new_zip_keeps_the_old_docs(tmp_path):
     archive = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# One\n"})
     target = tmp_path / "milvus_docs"
-    extract(archive, target)
+    extract(archive, tmp_path)
     marker = (target / ".source-sha256").read_text()
     archive.write_bytes(b"garbage")
-    assert "is not a readable zip" in str(raised(extract, archive, target))
+    assert "is not a readable zip" in str(raised(extract, archive, tmp_path))
     assert (target / "en" / "faq" / "a.md").read_text() == "# One\n"
     assert (target / ".source-sha256").read_text() == marker
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -439,9 +456,11 @@ def test_prepare_docs_downloads_then_unzips(tmp_path, http_server):
     assert len(http_server.requests) == 1
 
 
-def test_zip_without_faq(tmp_path):
-    other = make_zip(tmp_path / "other.zip", {"en/about/overview.md": "# Overview\n"})
-    folder = prepare_docs(str(other), tmp_path / "cache")
+def test_a_folder_without_faq(tmp_path):
+    """The FAQ steps refuse a folder without en/faq (prepare_docs refuses it first)."""
+    folder = tmp_path / "docs"
+    (folder / "en" / "about").mkdir(parents=True)
+    (folder / "en" / "about" / "overview.md").write_text("# Overview\n")
     for load in (faq_entries, tutorial_pieces):
         message = str(raised(load, folder))
         assert message.startswith(f"No en/faq/*.md files in {folder}")
@@ -511,7 +530,7 @@ WORKER = textwrap.dedent(
         if time.monotonic() > deadline:
             sys.exit("the go file never came")
         time.sleep(0.001)
-    result = corpus.extract(zip_path, target)
+    result = corpus.extract(zip_path, target.parent).root
     # Right when extract returns, the folder must be complete (the other may still be running).
     with zipfile.ZipFile(zip_path) as archive:
         for info in archive.infolist():
@@ -564,8 +583,162 @@ def test_two_processes_unzip_the_same_target_at_once(tmp_path):
         assert p.returncode == 0, err
     assert sorted(out.strip() for out, _ in outputs) == ["unzipped 0", "unzipped 1"]
 
-    expected = {**members, ".source-sha256": corpus.sha256_of(archive) + "\n"}
+    expected = {**members, ".source-sha256": sha256_of(archive) + "\n"}
     assert files_under(target) == sorted({*expected, "en", "en/faq"})
     for name, content in expected.items():
         assert (target / name).read_text() == content, name
     assert sorted(p.name for p in target.parent.iterdir()) == [".milvus_docs.lock", "milvus_docs"]
+
+
+# --------------------------------------------------------------------------- nothing good replaced
+
+
+def test_a_zip_that_is_not_the_milvus_docs_never_replaces_them(tmp_path, isolated_data_dir):
+    """Issue 17: a zip without en/faq replaced the cached, good data/milvus_docs/."""
+    good = make_zip(tmp_path / "milvus.zip", {"en/faq/a.md": "# A?\nYes.\n"})
+    folder = prepare_docs(str(good))
+    marker = (folder / ".source-sha256").read_text()
+    other = make_zip(tmp_path / "other.zip", {"notes/overview.md": "# Overview\nText.\n"})
+    message = str(raised(prepare_docs, str(other)))
+    assert message == (
+        f"{other} is not the Milvus docs (it holds no en/faq/*.md): the tutorial's steps need the "
+        f"Milvus docs zip ({ZIP_NAME}); give your own documents to --docs or to the notebook's "
+        "MY_DOCS parameter."
+    )
+    assert files_under(folder) == [".source-sha256", "en", "en/faq", "en/faq/a.md"]
+    assert (folder / ".source-sha256").read_text() == marker
+    assert prepare_docs(str(good)) == folder
+
+
+def test_another_zip_gets_its_own_cache_folder(tmp_path, isolated_data_dir, monkeypatch):
+    milvus = open_corpus(str(make_zip(tmp_path / "m.zip", {"en/faq/a.md": "# A?\nYes.\n"})))
+    mine = make_zip(tmp_path / "My Notes.zip", {"notes/a.md": "# A\nText.\n", "b.txt": "Plain."})
+    found = open_corpus(str(mine))
+    label = f"my_notes_{sha256_of(mine)[:6]}"
+    assert found == Corpus(isolated_data_dir / "corpora" / label, label, False)
+    assert documents(found) == ([Document("b.txt", "Plain."), Document("notes/a.md", "# A\nText.\n")], [])
+    assert files_under(milvus.root) == [".source-sha256", "en", "en/faq", "en/faq/a.md"]
+    monkeypatch.setattr(corpus.zipfile.ZipFile, "extractall", lambda *a, **k: 1 / 0)
+    assert open_corpus(str(mine)) == found, "the second call reuses the unzip"
+
+
+def test_a_zip_without_documents_is_refused_before_anything_is_replaced(tmp_path):
+    cache = tmp_path / "cache"
+    good = extract(make_zip(tmp_path / "a.zip", {"en/faq/a.md": "# A?\nYes.\n"}), cache)
+    images = make_zip(tmp_path / "a.zip", {"en/faq/a.png": b"\x89PNG", "en/faq/b.pdf": b"%PDF"})
+    message = str(raised(open_corpus, str(images), cache))
+    assert message == (
+        f"Refusing to unzip {images}: it holds no Markdown or text file (.md, .markdown, .txt); "
+        f"zip the files again, or use the official {ZIP_NAME}."
+    )
+    assert files_under(good.root) == [".source-sha256", "en", "en/faq", "en/faq/a.md"]
+    assert leftovers(cache / "corpora") == []
+
+
+def test_a_url_of_another_zip(tmp_path, http_server):
+    http_server.routes["/kb.zip"] = Route(zip_bytes({"kb/faq.txt": "Q and A."}))
+    found = open_corpus(http_server.url("/kb.zip"), tmp_path / "cache")
+    assert (found.label[:3], found.is_milvus_docs) == ("kb_", False)
+    assert documents(found)[0] == [Document("kb/faq.txt", "Q and A.")]
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def tree(root: Path, files: dict[str, bytes | str]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return root
+
+
+def test_a_folder_is_used_where_it_lies(tmp_path):
+    folder = tree(tmp_path / "My Docs", {"a.md": "# A\n"})
+    found = open_corpus(str(folder), tmp_path / "cache")
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()
+    assert found == Corpus(folder.resolve(), f"my_docs_{digest[:6]}", False)
+    assert not (tmp_path / "cache").exists()
+    other = open_corpus(str(tree(tmp_path / "elsewhere" / "My Docs", {"a.md": "# A\n"})))
+    assert other.label != found.label, "two folders of one name get two collections"
+    milvus = tree(tmp_path / "unzipped", {"en/faq/a.md": "# A?\nYes.\n"})
+    assert open_corpus(str(milvus)) == Corpus(milvus, "", True)
+
+
+@pytest.mark.parametrize(
+    "name, label",
+    [("Mes Résumés", "mes_resumes_"), ("2024 notes", "docs_2024_notes_"), ("___", "docs_"),
+     ("A" * 60, "a" * 28 + "_"), ("知识库", "docs_")],
+)  # fmt: skip
+def test_labels_are_short_lowercase_and_start_with_a_letter(name, label):
+    made = corpus._label(name, "abcdef0123")
+    assert made == label + "abcdef"
+    assert re.fullmatch(r"[a-z][a-z0-9_]{0,39}", made)
+
+
+def test_documents_of_a_folder_in_any_layout(tmp_path):
+    folder = tree(tmp_path / "docs", {
+        "b/über uns.md": "# Über\n", "a b/notes.TXT": "\ufeffPlain text.", "c.markdown": "# C\n",
+        "phrasings.jsonl": "{}", "b/phrasings.jsonl": "{}", "img.png": b"\x89PNG\0",
+        ".git/HEAD.md": "x", ".ipynb_checkpoints/c-checkpoint.md": "x", ".hidden.md": "x",
+    })  # fmt: skip
+    docs, skipped = documents(open_corpus(str(folder)))
+    assert docs == [
+        Document("a b/notes.TXT", "Plain text."),
+        Document("b/über uns.md", "# Über\n"),
+        Document("c.markdown", "# C\n"),
+    ]
+    assert skipped == []
+
+
+def test_files_that_cannot_be_documents_are_skipped_with_a_sentence(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus, "MAX_FILE_BYTES", 1 << 20)
+    outside = tree(tmp_path / "outside", {"secret.md": "# Secret\n", "more/x.md": "# X\n"})
+    folder = tree(tmp_path / "docs", {
+        "good.md": "# Good\n", "latin1.md": "# caf\xe9\n".encode("latin-1"),
+        "binary.md": b"\x00\x01# not text", "huge.txt": "x" * ((1 << 20) + 1), "empty.md": " \n",
+    })  # fmt: skip
+    (folder / "link.md").symlink_to(outside / "secret.md")
+    (folder / "loop.md").symlink_to(folder / "loop.md")
+    (folder / "more").symlink_to(outside / "more", target_is_directory=True)
+    (folder / "inside.md").symlink_to(folder / "good.md")
+    (folder / "photo.png").symlink_to(outside / "secret.md")  # not a document: ignored
+    (folder / "cycle").symlink_to(folder / "cycle")  # neither a document nor a folder: ignored
+    (folder / "sub").mkdir()
+    (folder / "sub" / "up").symlink_to(folder, target_is_directory=True)
+    docs, skipped = documents(open_corpus(str(folder)))
+    loop = skipped[5]
+    skipped[5] = re.sub(r"\(.*\)", "(…)", loop)
+    assert docs == [Document("good.md", "# Good\n"), Document("inside.md", "# Good\n")]
+    assert skipped == [
+        "Skipped binary.md: it holds NUL bytes (binary, or UTF-16?); save it as UTF-8 text.",
+        "Skipped empty.md: it is empty.",
+        "Skipped huge.txt: it is larger than the 1 MiB limit for one document; split it.",
+        "Skipped latin1.md: it is not UTF-8 text (byte 5); re-save it as UTF-8.",
+        "Skipped link.md: it is a symlink to outside the folder (not followed).",
+        "Skipped loop.md: it cannot be read (…).",  # the cause: RuntimeError, or OSError (3.13)
+        "Skipped more: it is a symlink to a folder outside this one (not followed).",
+    ]
+    assert re.fullmatch(r"Skipped loop\.md: it cannot be read \((RuntimeError|OSError): .*loop.*\)\.", loop)
+
+
+def test_a_folder_without_documents_is_refused(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    message = str(raised(documents, open_corpus(str(empty))))
+    assert message == (
+        f"No readable Markdown or text file (.md, .markdown, .txt) in {empty}: put your documents "
+        "there, or give --docs (MILVUS_DOCS_ZIP) their folder."
+    )
+    bad = tree(tmp_path / "bad", {"a.md": b"\xff\xfe", "b.txt": b"\x00", "c.pdf": b"%PDF"})
+    message = str(raised(documents, open_corpus(str(bad))))
+    assert message.startswith(f"No readable Markdown or text file (.md, .markdown, .txt) in {bad} "
+                              "(2 skipped, e.g. Skipped a.md: it is not UTF-8 text (byte 0); ")  # fmt: skip
+
+
+def test_the_sample_documents_read_cleanly():
+    folder = Path(__file__).resolve().parents[1] / "data" / "sample_docs"
+    docs, skipped = documents(open_corpus(str(folder)))
+    assert skipped == [] and len(docs) >= 3
+    assert {Path(d.path).suffix for d in docs} >= {".md", ".txt"}
+    assert any("/" in d.path for d in docs)

@@ -24,6 +24,7 @@ from milvus_rag.config import (
     setting,
 )
 from milvus_rag.errors import RagError, milvus_sentence, quiet
+from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,20 +74,11 @@ def _status(message: str) -> None:
 
 
 def _plan(args, docs: corpus.Corpus, base: str) -> tuple[str, list[chunking.Entry], str]:
-    """(collection, entries, chunking) for the documents: the Milvus docs' FAQ with its
-    phrasings (or every page with ``--all-docs``), or your own documents by their headings."""
-    if docs.is_milvus_docs and getattr(args, "all_docs", False):
-        return collection_name(base, "docs"), chunking.doc_entries(docs.root), "docs sections"
-    if docs.is_milvus_docs:
-        table = chunking.load_phrasings(phrasings_path())
-        entries = chunking.faq_entries(docs.root, table)
-        return collection_name(base, "faq"), entries, "FAQ entries + phrasings"
-    found, skipped = corpus.documents(docs)
+    """(collection, entries, chunking) for the documents (see ``chunking.corpus_entries``)."""
+    part, entries, skipped, how = chunking.corpus_entries(docs, getattr(args, "all_docs", False))
     for sentence in skipped:
         _status(f"Warning: {sentence}")
-    own = docs.root / corpus.PHRASINGS
-    table = chunking.load_phrasings(own) if own.is_file() else {}
-    return collection_name(base, docs.label), chunking.document_entries(found, table), "sections"
+    return collection_name(base, part), entries, how
 
 
 def _sync(client, model, plan, rebuild: bool = False) -> dict:
@@ -116,7 +108,7 @@ def _ask(args, client, model, plan, k: int) -> None:
     messages = generation.build_messages([hit.text for hit in hits], args.question)
     base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
     llm = generation.client(base_url, key)
-    llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else "local-extractive"
+    llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
     pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages, not args.json)
     if args.json:
         hits_out = [hit.as_dict() for hit in hits]
@@ -145,23 +137,25 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
         results = evaluation.evaluate(client, names, model, questions, strategies)
     finally:
         evaluation.drop_collections(client, names)
+    chosen, bullet = results[args.strategy], "- " if args.markdown else "  "
     if args.markdown:
         print(evaluation.format_markdown(results, search.DEFAULT_STRATEGY, Path(path).name))
-        return
-    chosen = results[args.strategy]
-    print(f"Retrieval on {path} (n={len(questions)}), embedding {model.name}:")
-    print(evaluation.format_table(results, default=search.DEFAULT_STRATEGY))
+    else:
+        print(f"Retrieval on {path} (n={len(questions)}), embedding {model.name}:")
+        print(evaluation.format_table(results, default=search.DEFAULT_STRATEGY))
     if not args.only:
         verdict, why = evaluation.choose_default(results)
         disagrees = verdict != search.DEFAULT_STRATEGY
         print(f"\nDefault by the rule: {verdict}" + (
             f" (the configured default is {search.DEFAULT_STRATEGY}: this set disagrees)"
-            if disagrees else "") + f". Why: {why}.")  # fmt: skip
+            if disagrees else "") + f": {why}.")  # fmt: skip
         baseline = results.get("tutorial-dense")
         others = [r for n, r in results.items() if n != chosen.strategy and r is not baseline]
-        print("\nPaired differences (95% intervals; an interval holding 0 shows no difference):")
+        print("\nPaired differences (95% intervals; one that holds 0 shows no difference):\n")
         for other in ([baseline] if baseline and baseline is not chosen else []) + others:
-            print("  " + evaluation.compare(chosen, other))
+            print(bullet + evaluation.compare(chosen, other))
+    if args.markdown:
+        return
     missed = evaluation.misses(chosen, questions)
     if missed:
         print(f"\n{args.strategy}: first hit not at rank 1 for")

@@ -168,10 +168,11 @@ EVAL_SETS = {"real users": "real_test.jsonl", "AI-written": "test.jsonl"}
 """The test parts of the question sets in ``data/eval/`` (see its README), headline first."""
 
 
-def eval_questions() -> Path:
-    """The labeled questions: ``RAG_EVAL_QUESTIONS`` if set, else real users' test part."""
-    configured = setting("RAG_EVAL_QUESTIONS")
-    default = checkout_data() / "eval" / EVAL_SETS["real users"]
+def eval_questions(kind: str = "") -> Path:
+    """A set of ``EVAL_SETS`` by its ``kind``; without one, ``RAG_EVAL_QUESTIONS`` if set, else
+    real users' questions (test part)."""
+    configured = "" if kind else setting("RAG_EVAL_QUESTIONS")
+    default = checkout_data() / "eval" / EVAL_SETS[kind or "real users"]
     return Path(configured).expanduser() if configured else default
 
 

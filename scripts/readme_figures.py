@@ -1,0 +1,83 @@
+"""The README's figures, each block the verbatim output of the command its marker names.
+
+    python scripts/readme_figures.py [--check] [--docs ZIP]
+
+A block in README.md looks like::
+
+    <!-- output of: python -m milvus_rag eval --markdown --questions data/eval/real_test.jsonl -->
+    ...what that command printed...
+    <!-- end of output -->
+
+Without ``--check`` each block is replaced by what its command prints now; with ``--check``
+nothing is written and the exit code is 1 if any block differs (the slow test
+tests/test_readme_figures.py does the same). Commands run offline with the packaged model
+(``EMBEDDING_MODEL=minilm``), on a temporary Milvus Lite folder and data cache, from the
+checkout, so the figures are the ones anybody can reproduce with the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
+BLOCK = re.compile(
+    r"(<!-- output of: python -m milvus_rag (?P<args>[^\n]*?) -->\n)(?P<body>.*?)(<!-- end of output -->)",
+    re.S,
+)
+
+
+def run(args: str, docs: Path, scratch: Path) -> str:
+    """What ``python -m milvus_rag ARGS`` prints on stdout, offline and on a fresh Milvus Lite."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "MILVUS_", "RAG_"))}
+    env.update(EMBEDDING_MODEL="minilm", HF_HUB_OFFLINE="1", RAG_PROGRESS="text",
+               MILVUS_DOCS_ZIP=str(docs), MILVUS_LITE_PATH=str(scratch / "figures.db"),
+               MILVUS_RAG_DATA_DIR=str(scratch / "data"),
+               MILVUS_RAG_MODEL_CACHE=os.environ.get("MILVUS_RAG_MODEL_CACHE", str(scratch / "models")))  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "milvus_rag", *shlex.split(args)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+    if done.returncode:
+        raise RuntimeError(f"python -m milvus_rag {args} failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout
+
+
+def blocks(text: str) -> list[re.Match]:
+    return list(BLOCK.finditer(text))
+
+
+def refreshed(text: str, docs: Path) -> str:
+    """``text`` with every block's body replaced by its command's output now."""
+    with tempfile.TemporaryDirectory(prefix="readme-figures-") as folder:
+        outputs = {m["args"]: run(m["args"], docs, Path(folder)) for m in blocks(text)}
+    return BLOCK.sub(lambda m: m.group(1) + outputs[m["args"]] + m.group(4), text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a drift")
+    parser.add_argument("--docs", default=os.environ.get("MILVUS_DOCS_ZIP") or str(SHARED_ZIP))
+    args = parser.parse_args()
+    text = README.read_text(encoding="utf-8")
+    new = refreshed(text, Path(args.docs).resolve())
+    if args.check:
+        drifted = [m["args"] for m, n in zip(blocks(text), blocks(new), strict=True)
+                   if m["body"] != n["body"]]  # fmt: skip
+        for command in drifted:
+            print(f"drift: the README's output of `python -m milvus_rag {command}` is not what "
+                  "it prints now: run python scripts/readme_figures.py", file=sys.stderr)  # fmt: skip
+        return 1 if drifted else 0
+    README.write_text(new, encoding="utf-8")
+    print(f"Refreshed {len(blocks(new))} blocks of {README.name}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
