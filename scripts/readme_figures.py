@@ -1,8 +1,8 @@
-"""The README's figures, each block the verbatim output of the command its marker names.
+"""The READMEs' figures, each block the verbatim output of the command its marker names.
 
     python scripts/readme_figures.py [--check] [--docs ZIP]
 
-A block in README.md looks like::
+A block in README.md or data/eval/README.md looks like::
 
     <!-- output of: python -m milvus_rag eval --markdown --questions data/eval/real_test.jsonl -->
     ...what that command printed...
@@ -27,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+READMES = [REPO / "README.md", REPO / "data" / "eval" / "README.md"]
 SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
 BLOCK = re.compile(
     r"(<!-- output of: python -m milvus_rag (?P<args>[^\n]*?) -->\n)(?P<body>.*?)(<!-- end of output -->)",
@@ -53,11 +53,16 @@ def blocks(text: str) -> list[re.Match]:
     return list(BLOCK.finditer(text))
 
 
-def refreshed(text: str, docs: Path) -> str:
-    """``text`` with every block's body replaced by its command's output now."""
+def outputs(texts: list[str], docs: Path) -> dict[str, str]:
+    """Each command of the blocks in ``texts`` (once, however often it appears) -> its output."""
+    commands = dict.fromkeys(m["args"] for text in texts for m in blocks(text))
     with tempfile.TemporaryDirectory(prefix="readme-figures-") as folder:
-        outputs = {m["args"]: run(m["args"], docs, Path(folder)) for m in blocks(text)}
-    return BLOCK.sub(lambda m: m.group(1) + outputs[m["args"]] + m.group(4), text)
+        return {args: run(args, docs, Path(folder)) for args in commands}
+
+
+def refreshed(text: str, printed: dict[str, str]) -> str:
+    """``text`` with every block's body replaced by what its command printed."""
+    return BLOCK.sub(lambda m: m.group(1) + printed[m["args"]] + m.group(4), text)
 
 
 def main() -> int:
@@ -65,18 +70,20 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a drift")
     parser.add_argument("--docs", default=os.environ.get("MILVUS_DOCS_ZIP") or str(SHARED_ZIP))
     args = parser.parse_args()
-    text = README.read_text(encoding="utf-8")
-    new = refreshed(text, Path(args.docs).resolve())
-    if args.check:
-        drifted = [m["args"] for m, n in zip(blocks(text), blocks(new), strict=True)
-                   if m["body"] != n["body"]]  # fmt: skip
-        for command in drifted:
-            print(f"drift: the README's output of `python -m milvus_rag {command}` is not what "
-                  "it prints now: run python scripts/readme_figures.py", file=sys.stderr)  # fmt: skip
-        return 1 if drifted else 0
-    README.write_text(new, encoding="utf-8")
-    print(f"Refreshed {len(blocks(new))} blocks of {README.name}.")
-    return 0
+    texts = [path.read_text(encoding="utf-8") for path in READMES]
+    printed = outputs(texts, Path(args.docs).resolve())
+    drifted = 0
+    for path, text in zip(READMES, texts, strict=True):
+        new = refreshed(text, printed)
+        for old, now in zip(blocks(text), blocks(new), strict=True):
+            if old["body"] != now["body"]:
+                drifted += 1
+                print(f"{path.relative_to(REPO)}: `python -m milvus_rag {old['args']}` printed "
+                      "something else than the block shows", file=sys.stderr)  # fmt: skip
+        if not args.check:
+            path.write_text(new, encoding="utf-8")
+    print(f"{drifted} block(s) {'differ' if args.check else 'refreshed'}.")
+    return 1 if args.check and drifted else 0
 
 
 if __name__ == "__main__":

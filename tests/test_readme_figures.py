@@ -11,24 +11,31 @@ sys.path.insert(0, str(REPO / "scripts"))
 import readme_figures  # noqa: E402
 
 
-def test_the_readme_leads_with_real_users_and_keeps_the_ai_written_set():
-    commands = [m["args"] for m in readme_figures.blocks(readme_figures.README.read_text())]
-    real = commands.index("eval --markdown --questions data/eval/real_test.jsonl")
-    assert real < commands.index("eval --markdown --questions data/eval/test.jsonl")
+def test_the_readmes_lead_with_real_users_and_keep_the_ai_written_set():
+    for path in readme_figures.READMES:
+        commands = [m["args"] for m in readme_figures.blocks(path.read_text(encoding="utf-8"))]
+        real = commands.index("eval --markdown --questions data/eval/real_test.jsonl")
+        assert real < commands.index("eval --markdown --questions data/eval/test.jsonl"), path
 
 
-def test_a_drifted_block_is_found(tmp_path, monkeypatch):
-    stale = "x\n<!-- output of: python -m milvus_rag A -->\nold\n<!-- end of output -->\ny\n"
-    monkeypatch.setattr(readme_figures, "run", lambda args, docs, scratch: f"{args} now\n")
-    assert readme_figures.refreshed(stale, tmp_path) == stale.replace("old", "A now")
+def test_each_command_runs_once_and_its_blocks_get_its_output(tmp_path, monkeypatch):
+    block = "<!-- output of: python -m milvus_rag {} -->\n{}\n<!-- end of output -->"
+    texts = [f"a\n{block.format('A', 'old')}\nb\n{block.format('B', 'x')}", block.format("A", "")]
+    calls = []
+    monkeypatch.setattr(readme_figures, "run",
+                        lambda args, docs, scratch: calls.append(args) or f"{args} now\n")  # fmt: skip
+    printed = readme_figures.outputs(texts, tmp_path)
+    assert calls == ["A", "B"]
+    expected = f"a\n{block.format('A', 'A now')}\nb\n{block.format('B', 'B now')}"
+    assert readme_figures.refreshed(texts[0], printed) == expected
 
 
 @pytest.mark.slow
 def test_every_generated_block_matches_its_command(docs_zip):
-    text = readme_figures.README.read_text(encoding="utf-8")
-    fresh = readme_figures.refreshed(text, docs_zip)
-    for old, new in zip(readme_figures.blocks(text), readme_figures.blocks(fresh), strict=True):
-        assert old["body"] == new["body"], (
-            f"`python -m milvus_rag {old['args']}` now prints something else than the README "
-            "says: run python scripts/readme_figures.py, and read the diff"
-        )
+    texts = [path.read_text(encoding="utf-8") for path in readme_figures.READMES]
+    printed = readme_figures.outputs(texts, docs_zip)
+    for path, text in zip(readme_figures.READMES, texts, strict=True):
+        for block in readme_figures.blocks(text):
+            assert block["body"] == printed[block["args"]], (
+                f"{path.name}: `python -m milvus_rag {block['args']}` now prints something else: "
+                "run python scripts/readme_figures.py, and read the diff")  # fmt: skip
