@@ -48,7 +48,7 @@ def machine_info() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     packages = {}
-    for name in ("pymilvus", "milvus-lite", "numpy", "torch", "sentence-transformers"):
+    for name in ("pymilvus", "milvus-lite", "numpy", "onnxruntime", "tokenizers", "torch"):
         try:
             packages[name] = version(name)
         except PackageNotFoundError:

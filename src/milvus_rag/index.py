@@ -208,8 +208,9 @@ def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
         index_params.add_index(
             field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
         )
-    client.create_collection(collection_name=name, schema=schema, index_params=index_params,
-                             consistency_level=CONSISTENCY_LEVEL)  # fmt: skip
+    client.create_collection(collection_name=name, schema=schema, consistency_level=CONSISTENCY_LEVEL)
+    client.create_index(name, index_params, sync=False)  # empty: no need to poll every 0.5 s
+    client.load_collection(name)
 
 
 def content_id(*parts: object) -> int:

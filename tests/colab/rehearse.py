@@ -241,7 +241,8 @@ def hf_environment(cache: Path, hf_home: Path) -> tuple[dict[str, str], str]:
     try:
         import hf_standin
 
-        key = hashlib.sha256(module_file.read_bytes()).hexdigest()[:12]
+        export = REPO / "src" / "milvus_rag" / "embedding.py"  # holds the ONNX export it runs
+        key = hashlib.sha256(module_file.read_bytes() + export.read_bytes()).hexdigest()[:12]
         built = cache / f"hf-standin-{key}"
         with (cache / "hf-standin.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

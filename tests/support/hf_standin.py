@@ -5,18 +5,20 @@
 (``GPTCache/paraphrase-albert-small-v2``). Tests and benchmarks cannot reach the hub, so this
 module lays out a cache under those two names, in the hub's own layout (blobs, a ``main`` ref,
 a snapshot of links), holding the packaged all-MiniLM-L6-v2 instead: its tokenizer and config
-files, and an ONNX export of its weights with the inputs and output the real model has. The
-real loading code then runs on it, unpatched, with ``HF_HOME`` pointing at the folder.
+files, and an ONNX export of its weights with the inputs and output the real model has (made by
+``milvus_rag.embedding.export_onnx``, as the package converts MiniLM for itself). The real
+loading code then runs on it, unpatched, with ``HF_HOME`` pointing at the folder.
 
-The export needs torch (the ``offline`` extra) and the ``onnx`` package.
+The export needs torch and the ``onnx`` package (the ``offline`` extra).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from pathlib import Path
+
+from milvus_rag.embedding import export_onnx
 
 MODEL_REPO = "GPTCache/paraphrase-albert-onnx"
 TOKENIZER_REPO = "GPTCache/paraphrase-albert-small-v2"
@@ -27,7 +29,6 @@ TOKENIZER_FILES = (
     "vocab.txt",
     "special_tokens_map.json",
 )
-ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 UNREACHABLE_HUB = "http://127.0.0.1:9"
 """The discard port: a connection is refused at once, so the real hub is never asked."""
 
@@ -78,50 +79,6 @@ def standin_env(
         "HF_ENDPOINT": endpoint,
         "TOKENIZERS_PARALLELISM": "false",
     }
-
-
-def export_onnx(model_dir: Path, target: Path) -> None:
-    """Export the model's last hidden state, with batch and sequence axes left dynamic.
-
-    Inputs and output are named as in the tutorial's ONNX model, which
-    ``DefaultEmbeddingFunction`` feeds by name and whose first output it pools. The legacy
-    TorchScript exporter is used: it needs only the ``onnx`` package, not ``onnxscript``.
-    """
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
-    hf_logging.disable_progress_bar()
-    model = AutoModel.from_pretrained(str(model_dir)).eval()
-    example = AutoTokenizer.from_pretrained(str(model_dir))(
-        ["an example", "a longer example text"],
-        padding=True,
-        return_token_type_ids=True,
-        return_tensors="pt",
-    )
-    axes = {name: {0: "batch", 1: "sequence"} for name in (*ONNX_INPUTS, "last_hidden_state")}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
-        torch.onnx.export(
-            LastHiddenState(model),
-            tuple(example[name] for name in ONNX_INPUTS),
-            str(target),
-            input_names=list(ONNX_INPUTS),
-            output_names=["last_hidden_state"],
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
-        )
 
 
 def _add_snapshot(hub: Path, repo_id: str, files: dict[str, bytes]) -> None:
