@@ -150,6 +150,16 @@ def built_by(client, name: str) -> dict:
     return json.loads(recorded) if recorded else {}
 
 
+def _record(client, name: str, built: dict) -> None:
+    """Record what built ``name`` in its properties; an engine that cannot alter them (the
+    deprecated milvus-lite 2.5) keeps no record, and only the dimension is checked there."""
+    try:
+        client.alter_collection_properties(name, {BUILT_BY: json.dumps(built)})
+    except Exception as err:
+        if "UNIMPLEMENTED" not in str(err):
+            raise
+
+
 def mismatch(client, name: str, embedding) -> str:
     """Why the vectors in ``name`` cannot be searched with ``embedding`` ("" if they can)."""
     fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
@@ -243,7 +253,8 @@ def progress(total: int, desc: str) -> Iterator:
     with ``RAG_PROGRESS=text`` (headless). In a terminal: text on stderr, clear of the output."""
     from tqdm import tqdm
 
-    kernel = "ipykernel" in sys.modules
+    ipython = sys.modules.get("IPython")
+    kernel = getattr(ipython.get_ipython() if ipython else None, "kernel", None) is not None
     stream = sys.stdout if kernel else sys.stderr
     widget = None
     if total and kernel and setting("RAG_PROGRESS") != "text":
@@ -355,11 +366,11 @@ def sync(
     stale = sorted(present - set(ids))
     missing = [row for row in wanted if row["id"] not in present]
     if stale or missing or built_by(client, name) != {**built, "complete": True}:
-        client.alter_collection_properties(name, {BUILT_BY: json.dumps({**built, "complete": False})})
+        _record(client, name, {**built, "complete": False})
         if stale:
             client.delete(collection_name=name, ids=stale)
         insert_rows(client, name, embedding, missing)
-        client.alter_collection_properties(name, {BUILT_BY: json.dumps({**built, "complete": True})})
+        _record(client, name, {**built, "complete": True})
     report.update(count=len({row["entry"] for row in wanted}), rows=len(wanted),
                   added=len(missing), removed=len(stale))  # fmt: skip
     return report
