@@ -1,9 +1,7 @@
 """``python -m milvus_rag``: ingest documents, ask a question, or measure retrieval, from the shell.
 
-The same functions as the notebook's improved pipeline, the same environment variables
-(:mod:`milvus_rag.config`). Every failure a user can cause ends in one ``error:`` line and
-exit code 1.
-"""
+The notebook's functions and environment variables (:mod:`milvus_rag.config`); every failure a
+user can cause ends in one ``error:`` line and exit code 1."""
 
 from __future__ import annotations
 
@@ -13,16 +11,8 @@ import sys
 from pathlib import Path
 
 from milvus_rag import chunking, corpus, embedding, evaluation, generation, index, search
-from milvus_rag.config import (
-    collection_name,
-    collections,
-    eval_questions,
-    milvus_token,
-    milvus_uri,
-    phrasings_path,
-    positive_int,
-    setting,
-)
+from milvus_rag.config import collection_name, collections, eval_questions, milvus_token
+from milvus_rag.config import milvus_uri, phrasings_path, positive_int, setting
 from milvus_rag.errors import RagError, milvus_sentence, quiet
 from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
 

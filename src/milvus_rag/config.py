@@ -14,11 +14,8 @@ from typing import NamedTuple
 
 from milvus_rag.errors import RagError
 
-DOCS_URL = (
-    "https://github.com/milvus-io/milvus-docs/releases/download/"
-    "v2.4.6-preview/milvus_docs_2.4.x_en.zip"
-)
-"""The release asset the original tutorial downloads."""
+DOCS_URL = ("https://github.com/milvus-io/milvus-docs/releases/download/"
+            "v2.4.6-preview/milvus_docs_2.4.x_en.zip")  # the release asset the tutorial downloads
 
 DEFAULTS: dict[str, str] = {
     "MILVUS_DOCS_ZIP": DOCS_URL,  # the docs: a zip URL (downloaded once), a zip or a folder
@@ -43,26 +40,20 @@ DEFAULTS: dict[str, str] = {
 
 def setting(name: str) -> str:
     """The value of environment variable ``name``, else its default (blank counts as unset).
-
-    Only the names in ``DEFAULTS`` are settings: any other name (a secret, a typo) is a KeyError.
-    """
+    Only the names in ``DEFAULTS`` are settings: another (a secret, a typo) is a KeyError."""
     default = DEFAULTS[name]
     value = os.environ.get(name, "").strip()
     return value if value else default
 
 
 def milvus_uri() -> str:
-    """Where the vectors live: ``MILVUS_URI`` (a server URL) if set, else ``MILVUS_LITE_PATH``.
-
-    pymilvus itself reads ``MILVUS_URI`` when it is imported and refuses anything but a URL
-    there, so a Milvus Lite path has a variable of its own.
-    """
+    """Where the vectors live: ``MILVUS_URI`` (a server URL) if set, else ``MILVUS_LITE_PATH``
+    (pymilvus reads ``MILVUS_URI`` itself on import and refuses anything but a URL there)."""
     server = setting("MILVUS_URI")
     if server and not re.match(r"https?://", server):
-        raise RagError(
-            f"MILVUS_URI={server!r} is not a server URL, and pymilvus (which reads it too) accepts "
-            "only http(s) URLs there: put a Milvus Lite path in MILVUS_LITE_PATH instead."
-        )
+        raise RagError(f"MILVUS_URI={server!r} is not a server URL, and pymilvus (which reads it "
+                       "too) accepts only http(s) URLs there: put a Milvus Lite path in "
+                       "MILVUS_LITE_PATH instead.")  # fmt: skip
     return server or setting("MILVUS_LITE_PATH")
 
 
@@ -89,11 +80,7 @@ def non_negative_float(name: str) -> float:
 
 def secret(*names: str) -> str:
     """The first non-empty variable among ``names``, or "". Never print or log the value."""
-    for name in names:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    return ""
+    return next((value for name in names if (value := os.environ.get(name, "").strip())), "")
 
 
 def llm_api_key() -> str:
@@ -110,10 +97,8 @@ def collection_name(base: str, corpus: str) -> str:
     """The collection of one corpus: ``<base>_<corpus>`` (``corpus``: "faq", "docs", a label)."""
     name = f"{base}_{corpus}"
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,199}", name):
-        raise RagError(
-            f"{name!r} is not a valid Milvus collection name: set MILVUS_COLLECTION to letters, "
-            "digits and underscores, starting with a letter."
-        )
+        raise RagError(f"{name!r} is not a valid Milvus collection name: set MILVUS_COLLECTION "
+                       "to letters, digits and underscores, starting with a letter.")  # fmt: skip
     return name
 
 
@@ -164,8 +149,7 @@ def model_cache_dir() -> Path:
     return _folder("MILVUS_RAG_MODEL_CACHE", data_dir() / "models")
 
 
-EVAL_SETS = {"real users": "real_test.jsonl", "AI-written": "test.jsonl"}
-"""The test parts of the question sets in ``data/eval/`` (see its README), headline first."""
+EVAL_SETS = {"real users": "real_test.jsonl", "AI-written": "test.jsonl"}  # data/eval/README.md
 
 
 def eval_questions(kind: str = "") -> Path:
@@ -188,8 +172,5 @@ def phrasings_path() -> Path:
 
 def _is_checkout(folder: Path) -> bool:
     pyproject = folder / "pyproject.toml"
-    return (
-        (folder / "data").is_dir()
-        and pyproject.is_file()
-        and 'name = "milvus-rag"' in pyproject.read_text(encoding="utf-8", errors="replace")
-    )
+    return (folder / "data").is_dir() and pyproject.is_file() and 'name = "milvus-rag"' in (
+        pyproject.read_text(encoding="utf-8", errors="replace"))  # fmt: skip
