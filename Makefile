@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 NOTEBOOK := notebooks/build_RAG_with_milvus_and_lepton.ipynb
 SHARED_ZIP := ../shared/data/milvus_docs_2.4.x_en.zip
 
-.PHONY: run test test-fast rehearse install clean
+.PHONY: run test test-fast rehearse install clean mutate
 
 install: $(VENV)/.installed
 
@@ -43,6 +43,33 @@ rehearse: install
 	$(BIN)/python tests/install/stock_pip.py
 	$(BIN)/python -m pytest -m rehearsal -p no:cacheprovider tests/test_server_notebook.py
 	$(BIN)/python tests/browser/rehearse.py
+
+# Mutation testing (mutmut; not part of make test or CI): small changes ("mutants") are made to
+# search, evaluation, index, chunking, corpus and generation one at a time, and each should make
+# the fast tier fail. Prints killed / total per module; tests/MUTANTS.md lists the survivors
+# left on purpose. A fresh run each time (about an hour on 2 cores); MUTANTS='milvus_rag.search.*'
+# runs one module. Then: $(BIN)/mutmut results (survivors), $(BIN)/mutmut show NAME (a diff).
+MUTMUT_VERSION := 3.8.1
+MUTANTS ?=
+mutate: install
+	$(BIN)/python -m pip install --quiet mutmut==$(MUTMUT_VERSION)
+	rm -rf mutants && mkdir mutants
+	printf '%s\n' pytest nbformat nbmake.pytest_items nbmake.pytest_plugin numpy > mutants/preload.txt
+	@echo "mutmut run $(MUTANTS): progress in mutants/run.log"
+	MILVUS_DOCS_ZIP=$${MILVUS_DOCS_ZIP:-$(abspath $(SHARED_ZIP))} $(BIN)/mutmut run $(if $(MUTANTS),'$(MUTANTS)') \
+	  >mutants/run.log 2>&1 || { tr '\r' '\n' <mutants/run.log | tail -40; exit 1; }
+	@$(BIN)/mutmut results --all true | awk -F': ' ' \
+	  { split($$1, name, "."); m = name[2]; s = $$2; if (s == "not checked") next; \
+	    total[m]++; all++; \
+	    if (s == "killed" || s == "timeout" || s == "segfault") { killed[m]++; k++ } \
+	    else if (s == "survived") survived[m]++; else if (s == "no tests") untested[m]++; \
+	    else other[m]++ } \
+	  END { printf "%-12s %15s %8s %9s %9s %6s\n", "module", "killed / total", "score", \
+	          "survived", "no tests", "other"; \
+	        for (m in total) printf "%-12s %7d / %5d %7.1f%% %9d %9d %6d\n", m, killed[m], \
+	          total[m], 100 * killed[m] / total[m], survived[m], untested[m], other[m]; \
+	        if (all) printf "%-12s %7d / %5d %7.1f%%\n", "all", k, all, 100 * k / all; \
+	        else print "no mutant was checked" }'
 
 clean:
 	rm -rf $(VENV) .cache notebooks/executed notebooks/milvus_demo.db data/milvus_docs data/*.zip

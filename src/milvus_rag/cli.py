@@ -11,8 +11,16 @@ import sys
 from pathlib import Path
 
 from milvus_rag import chunking, corpus, embedding, evaluation, generation, index, search
-from milvus_rag.config import collection_name, collections, eval_questions, milvus_token
-from milvus_rag.config import milvus_uri, phrasings_path, positive_int, setting
+from milvus_rag.config import (
+    collection_name,
+    collections,
+    eval_questions,
+    milvus_token,
+    milvus_uri,
+    phrasings_path,
+    positive_int,
+    setting,
+)
 from milvus_rag.errors import RagError, milvus_sentence, quiet
 from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
 
