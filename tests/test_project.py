@@ -43,18 +43,53 @@ def test_offline_extra_matches_requirements_offline():
     assert offline["torch"] == "==2.13.0"  # the CPU build on disk; unpinned pulls a CUDA build
 
 
-def test_card_packages_are_all_required():
-    required = requirement_lines("requirements.txt")
-    for package in (
-        "jupyterlab",
-        "pymilvus[model,milvus-lite]",
-        "milvus-lite",
-        "openai",
-        "tqdm",
-        "nbmake",
-        "papermill",
-    ):
-        assert package in required, package
+def _closure(names) -> set[str]:
+    """The installed distributions ``names`` pull in, themselves included (normalized names)."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    seen, todo = set(), [re.sub(r"[-_.]+", "-", n.split("[")[0]).lower() for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            needs = requires(name) or []
+        except PackageNotFoundError:
+            continue
+        for need in needs:
+            extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", need)
+            if extra is None or extra.group(1) in ("model", "milvus-lite"):  # the extras we ask for
+                todo.append(re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.\-]+", need).group()).lower())
+    return seen
+
+
+def test_every_module_the_notebook_and_package_import_is_installed_by_the_requirements():
+    """`pip install -r requirements.txt` (and -offline) must bring every third-party module the
+    notebook's cells and the helper package import; a new import without its requirement fails."""
+    import ast
+    import sys
+    from importlib.metadata import packages_distributions
+
+    sources = [c.source for c in nbformat.read(REPO / "notebooks" /
+               "build_RAG_with_milvus_and_lepton.ipynb", 4).cells if c.cell_type == "code"]  # fmt: skip
+    sources = [re.sub(r"^(\s*)[!%].*$", r"\1pass", s, flags=re.M) for s in sources]  # magics
+    sources += [p.read_text() for p in (REPO / "src" / "milvus_rag").glob("*.py")]
+    modules = set()
+    for tree in map(ast.parse, sources):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules.add(node.module.split(".")[0])
+    third_party = modules - set(sys.stdlib_module_names) - {"milvus_rag", "__future__", "google"}
+    installed = _closure([*requirement_lines("requirements.txt"),
+                          *requirement_lines("requirements-offline.txt")])  # fmt: skip
+    distributions = packages_distributions()
+    for module in sorted(third_party):
+        names = {re.sub(r"[-_.]+", "-", d).lower() for d in distributions.get(module, [])}
+        assert names & installed, f"{module} is imported but no requirement installs it"
+    assert {"jupyterlab", "nbmake", "papermill", "pymilvus", "milvus-lite", "openai", "tqdm"} <= installed
 
 
 def test_colab_pins_fall_within_the_tested_ranges():
