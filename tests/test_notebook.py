@@ -120,6 +120,9 @@ def session(tmp_path_factory, docs_zip):
             advice = re.search(r"run `([^`]+)` in a cell", cell(nb, "about-clean-up").source)
             released = new_cell(nb, advice.group(1))
             client.execute_cell(released, len(nb.cells) - 1)
+            with pytest.raises(CellExecutionError):  # the client was released: one sentence
+                run(client, nb, ["search"])
+            stages["search_after_release"] = copy.deepcopy(cell(nb, "search"))
             run(client, nb, ["connect", "search", "improved-search"])
             stages["released"] = copy.deepcopy(nb)
         # 6. Coming back the next day: a new kernel for each section, after only what it needs.
@@ -212,6 +215,17 @@ def test_cells_run_again_and_after_a_release_work(session):
         assert hits[0][0].strip().startswith("Where does Milvus store data?")
     connect = stream_of(cell(session[0]["released"], "connect"))
     assert connect.startswith("From an earlier run, loaded for search: rerun (72 rows), rerun_faq")
+
+
+def test_a_milvus_error_in_the_tutorials_own_cell_is_one_sentence_that_says_what_to_do(session):
+    """The search cell run after `release(MILVUS_URI)`, before the connect cell: pymilvus's own
+    error (and its logged tracebacks) becomes one error output whose advice then works."""
+    searched = session[0]["search_after_release"]
+    (error,) = [o for o in searched.outputs if o.output_type == "error"]
+    assert error.ename == "MilvusException" and len(error.traceback) == 1
+    assert error.evalue.startswith("Milvus refused the request (MilvusException: ")
+    assert "run the connect cell again" in error.evalue
+    assert not [o for o in searched.outputs if o.output_type == "stream" and o.name == "stderr"]
 
 
 @pytest.mark.parametrize("stage", ["tutorial_search", "improved_only", "evaluation_only"])
