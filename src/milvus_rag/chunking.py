@@ -5,8 +5,6 @@ Markdown is split on its headings (not ``#`` in code): a heading with text under
 data?``); headings with nothing under them stay in the path; front matter gives the page's title;
 the Milvus docs' ``{{fragments/NAME.md}}`` includes are expanded. Plain text splits at blank lines."""
 
-from __future__ import annotations
-
 import json
 import re
 import textwrap
@@ -19,9 +17,8 @@ from milvus_rag.errors import RagError, cause, first_line
 
 FAQ_GLOB = "en/faq/*.md"  # the files the tutorial reads, relative to the unzipped docs folder
 PATH_SEPARATOR = " > "  # joins the heading path in an entry's first line
-MAX_PART_CHARS = 1000
-"""Longest entry text: all-MiniLM-L6-v2 reads 256 tokens, about 1,000 characters, and ignores
-the rest; a longer section is cut at paragraphs into parts ("Title (part 2)") of at most this."""
+MAX_PART_CHARS = 1000  # longest entry text: all-MiniLM-L6-v2 reads 256 tokens, about 1,000
+# characters, and ignores the rest; a longer section is cut at paragraphs into "(part N)"s
 TITLE_CHARS = 60  # a plain-text block's title: its first line, cut to this many characters
 
 _HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
@@ -37,18 +34,14 @@ _BLANK_RUNS = re.compile(r"\n[ \t]*(?:\n[ \t]*)+\n")
 
 @dataclass(frozen=True)
 class Entry:
-    """One section of a document. ``text``: what is stored, its heading path, a blank line, the
-    section; ``source``: its file, relative (``product_faq.md``); ``title``: its heading as
-    written (a plain-text block's first line); ``section``: the headings above it, joined by
-    ``PATH_SEPARATOR``; ``search_text``: what is embedded and indexed for BM25 ("" means ``text``,
-    see :func:`link_words`); ``phrasings``: other ways users ask for it, each indexed too."""
+    """One section of a document: what is stored, embedded and indexed for it."""
 
-    text: str
-    source: str
-    title: str
-    section: str = ""
-    search_text: str = ""
-    phrasings: tuple[str, ...] = ()
+    text: str  # what is stored: its heading path, a blank line, the section
+    source: str  # its file, relative (``product_faq.md``)
+    title: str  # its heading as written (a plain-text block's first line)
+    section: str = ""  # the headings above it, joined by PATH_SEPARATOR
+    search_text: str = ""  # what is embedded and indexed for BM25 ("": text; see link_words)
+    phrasings: tuple[str, ...] = ()  # other ways users ask for it, each indexed too
 
     def __post_init__(self) -> None:
         if not self.search_text:
@@ -223,8 +216,7 @@ def faq_entries(docs_dir: Path, phrasings: dict | None = None) -> list[Entry]:
 
 
 def doc_entries(docs_dir: Path) -> list[Entry]:
-    """Every section of every page of the Milvus docs (all of ``en/``, FAQ included, but the
-    fragments that pages include), split as :func:`document_entries` splits any document."""
+    """Every section of every page of the Milvus docs (``en/``, FAQ included, fragments not)."""
     root = Path(docs_dir) / "en"
     pages = sorted(p for p in root.rglob("*.md") if "fragments" not in p.relative_to(root).parts)
     if not pages:

@@ -3,34 +3,21 @@
 The notebook's functions and environment variables (:mod:`milvus_rag.config`); every failure a
 user can cause ends in one ``error:`` line and exit code 1."""
 
-from __future__ import annotations
-
 import argparse
 import json
 import sys
 from pathlib import Path
 
-from milvus_rag import chunking, corpus, embedding, evaluation, generation, index, search
-from milvus_rag.config import (
-    collection_name,
-    collections,
-    eval_questions,
-    milvus_token,
-    milvus_uri,
-    phrasings_path,
-    positive_int,
-    setting,
-)
+from milvus_rag import chunking, config, corpus, embedding, evaluation, generation, index, search
+from milvus_rag.config import phrasings_path, positive_int, setting
 from milvus_rag.errors import RagError, milvus_sentence, quiet
 from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m milvus_rag",
-        description="RAG with Milvus over the Milvus FAQ or your own documents: ingest them, then "
-        "ask questions. Defaults come from the same environment variables as the notebook.",
-    )
+    about = ("RAG with Milvus over the Milvus FAQ or your own documents: ingest them, then ask "
+             "questions. Defaults come from the same environment variables as the notebook.")
+    parser = argparse.ArgumentParser(prog="python -m milvus_rag", description=about)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -38,8 +25,7 @@ def _parser() -> argparse.ArgumentParser:
                        "URL (env MILVUS_DOCS_ZIP; default: the Milvus docs, whose FAQ is used)")
         p.add_argument("--uri", default=None, help="a Milvus server URL or a Milvus Lite path "
                        "(env MILVUS_URI, else MILVUS_LITE_PATH)")
-        p.add_argument("--collection", default=None,
-                       help="base collection name (env MILVUS_COLLECTION)")  # fmt: skip
+        p.add_argument("--collection", help="base collection name (env MILVUS_COLLECTION)")
 
     ingest = sub.add_parser("ingest", help="split, embed and insert the documents (idempotent)")
     ingest.add_argument("--rebuild", action="store_true", help="drop and recreate the collection")
@@ -58,8 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--hits", default="10", help="hits per question written by --output")
     ev.add_argument("--output", default=None, help="write each question's top hits (JSON lines)")
     ev.add_argument("--strategy", default=search.DEFAULT_STRATEGY,
-                    help=f"the strategy of the last JSON line and --output (default "
-                    f"{search.DEFAULT_STRATEGY})")  # fmt: skip
+                    help="the strategy of the last JSON line and --output (default %(default)s)")
     ev.add_argument("--only", action="store_true", help="evaluate --strategy alone")
     ev.add_argument("--markdown", action="store_true",
                     help="print the table as Markdown (as the README shows it) and nothing else")  # fmt: skip
@@ -76,7 +61,7 @@ def _plan(args, docs: corpus.Corpus, base: str) -> tuple[str, list[chunking.Entr
     part, entries, skipped, how = chunking.corpus_entries(docs, getattr(args, "all_docs", False))
     for sentence in skipped:
         _status(f"Warning: {sentence}")
-    return collection_name(base, part), entries, how
+    return config.collection_name(base, part), entries, how
 
 
 def _sync(client, model, plan, rebuild: bool = False) -> dict:
@@ -122,8 +107,8 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
     if not docs.is_milvus_docs:
         raise RagError("eval measures retrieval over the Milvus FAQ: leave --docs (and "
                        "MILVUS_DOCS_ZIP) at the Milvus docs zip.")  # fmt: skip
-    names = collections(base)
-    path = args.questions or eval_questions()
+    names = config.collections(base)
+    path = args.questions or config.eval_questions()
     questions = evaluation.load_questions(path)
     strategies = [args.strategy] if args.only else list(search.STRATEGIES)
     unknown = evaluation.unknown_golds(questions, chunking.faq_entries(docs.root))
@@ -166,10 +151,10 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    uri = args.uri or milvus_uri()
+    uri = args.uri or config.milvus_uri()
     base = args.collection or setting("MILVUS_COLLECTION")
     index.check_uri(uri)  # what can be checked without the model fails before it loads
-    collection_name(base, "faq")
+    config.collection_name(base, "faq")
     docs = corpus.open_corpus(args.docs or setting("MILVUS_DOCS_ZIP"))
     if args.command == "ask":
         embedding.require_question(args.question)
@@ -180,7 +165,7 @@ def run(argv: list[str] | None = None) -> int:
     plan = _plan(args, docs, base) if args.command != "eval" else None
     model = embedding.load_embedding(setting("EMBEDDING_MODEL"))
     _status(f"Embedding model: {model.name}, dimension {model.dim} ({model.reason}).")
-    client = index.connect(uri, milvus_token())
+    client = index.connect(uri, config.milvus_token())
     try:
         if args.command == "ingest":
             print(json.dumps(_sync(client, model, plan, rebuild=args.rebuild)))
@@ -196,7 +181,6 @@ def run(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; a user-caused failure prints one ``error:`` line and returns 1."""
     from pymilvus.exceptions import MilvusException
-
     try:
         with quiet("pymilvus"):  # its logs repeat, with tracebacks, the error reported below
             return run(argv)

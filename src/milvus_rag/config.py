@@ -2,10 +2,7 @@
 
 The notebook's ``parameters`` cell and the command line both read their values here, so a
 variable set in the shell behaves the same everywhere. Secrets (``LLM_API_KEY`` or
-``LEPTONAI_TOKEN``, ``MILVUS_TOKEN``) are read from the environment only and never printed.
-"""
-
-from __future__ import annotations
+``LEPTONAI_TOKEN``, ``MILVUS_TOKEN``) are read from the environment only and never printed."""
 
 import os
 import re
@@ -17,7 +14,7 @@ from milvus_rag.errors import RagError
 DOCS_URL = ("https://github.com/milvus-io/milvus-docs/releases/download/"
             "v2.4.6-preview/milvus_docs_2.4.x_en.zip")  # the release asset the tutorial downloads
 
-DEFAULTS: dict[str, str] = {
+DEFAULTS: dict[str, str] = {  # environment variable -> default, for every setting but secrets
     "MILVUS_DOCS_ZIP": DOCS_URL,  # the docs: a zip URL (downloaded once), a zip or a folder
     "MILVUS_URI": "",  # a Milvus server URL (pymilvus reads it too); empty: MILVUS_LITE_PATH
     "MILVUS_LITE_PATH": "./milvus_demo.db",  # Milvus Lite's folder, when MILVUS_URI is unset
@@ -35,15 +32,13 @@ DEFAULTS: dict[str, str] = {
     "RAG_MY_QUESTION": "Which index type should I use for a small collection?",
     "RAG_PROGRESS": "auto",  # progress bars: auto (widgets in a notebook) | text
 }
-"""Environment variable -> default, for every setting that is not a secret."""
 
 
 def setting(name: str) -> str:
     """The value of environment variable ``name``, else its default (blank counts as unset).
     Only the names in ``DEFAULTS`` are settings: another (a secret, a typo) is a KeyError."""
     default = DEFAULTS[name]
-    value = os.environ.get(name, "").strip()
-    return value if value else default
+    return os.environ.get(name, "").strip() or default
 
 
 def milvus_uri() -> str:
@@ -103,14 +98,11 @@ def collection_name(base: str, corpus: str) -> str:
 
 
 class Collections(NamedTuple):
-    """The collections derived from one base name (``MILVUS_COLLECTION``), besides the
-    tutorial's own (the base name itself): the FAQ's entries and phrasings (the improved
-    pipeline's and the CLI's), every page of the docs (``ingest --all-docs``), and the two
-    the evaluation builds (with a BM25 field) and drops."""
+    """The collections derived from ``MILVUS_COLLECTION``, besides the tutorial's (that name)."""
 
-    faq: str
-    docs: str
-    eval_tutorial: str
+    faq: str  # the FAQ's entries and phrasings (the improved pipeline's and the CLI's)
+    docs: str  # every page of the docs (``ingest --all-docs``)
+    eval_tutorial: str  # these two the evaluation builds (with a BM25 field) and drops
     eval_entries: str
 
 
@@ -153,8 +145,7 @@ EVAL_SETS = {"real users": "real_test.jsonl", "AI-written": "test.jsonl"}  # dat
 
 
 def eval_questions(kind: str = "") -> Path:
-    """A set of ``EVAL_SETS`` by its ``kind``; without one, ``RAG_EVAL_QUESTIONS`` if set, else
-    real users' questions (test part)."""
+    """A set of ``EVAL_SETS`` by ``kind``, else ``RAG_EVAL_QUESTIONS``, else real users' (test)."""
     configured = "" if kind else setting("RAG_EVAL_QUESTIONS")
     default = checkout_data() / "eval" / EVAL_SETS[kind or "real users"]
     return Path(configured).expanduser() if configured else default

@@ -4,10 +4,7 @@ A zip is unpacked into a staging folder, checked, and only then renamed into its
 the Milvus docs' (``en/faq/*.md``) is ``data/milvus_docs/``, any other's ``data/corpora/<label>/``.
 A ``phrasings.jsonl`` at a corpus's root (the format of ``data/faq_phrasings.jsonl``, read by
 :func:`milvus_rag.chunking.load_phrasings`) is not a document: it gives other ways users ask for
-a section (``{"source": RELATIVE PATH, "title": HEADING, ...}``), each indexed beside it.
-"""
-
-from __future__ import annotations
+a section (``{"source": RELATIVE PATH, "title": HEADING, ...}``), each indexed beside it."""
 
 import hashlib
 import os
@@ -31,14 +28,10 @@ try:
 except ImportError:  # Windows: one process at a time is the user's business there
     LOCK_EX, flock = 0, lambda handle, operation: None
 
-MAX_TOTAL_BYTES = 200 * 1024 * 1024
-"""Refuse archives that expand beyond this (the Milvus docs expand to about 2 MB)."""
-MAX_RATIO = 200
-"""Refuse members compressed more than this many times (zip bombs)."""
-MAX_FILE_BYTES = 2 * 1024 * 1024
-"""Skip (with a warning) documents larger than this: a book-sized file is better split."""
-SUFFIXES = (".md", ".markdown", ".txt")
-"""The documents of a corpus (any case); every other file is ignored."""
+MAX_TOTAL_BYTES = 200 * 1024 * 1024  # refuse archives expanding beyond (the docs: about 2 MB)
+MAX_RATIO = 200  # refuse members compressed more than this many times (zip bombs)
+MAX_FILE_BYTES = 2 * 1024 * 1024  # skip larger documents, warning: a book is better split
+SUFFIXES = (".md", ".markdown", ".txt")  # a corpus's documents (any case); other files ignored
 PHRASINGS = "phrasings.jsonl"  # the optional phrasings file at a corpus's root (see above)
 MARKER = ".source-sha256"  # in an unzipped folder: the sha256 of the zip it holds
 DOWNLOAD_TIMEOUT_S = 30
@@ -48,13 +41,11 @@ _FAQ_MEMBER = re.compile(r"en/faq/[^/]+\.md")
 
 @dataclass(frozen=True)
 class Corpus:
-    """``root``: the folder holding the documents (unzipped, or the user's own); ``label``: what
-    names its collection ("" for the Milvus docs, else ``[a-z][a-z0-9_]*``, at most 40
-    characters); ``is_milvus_docs``: it holds ``en/faq/*.md`` (the tutorial's FAQ pipeline)."""
+    """A folder of documents, and what names its collection."""
 
-    root: Path
-    label: str
-    is_milvus_docs: bool
+    root: Path  # the folder holding the documents (unzipped, or the user's own)
+    label: str  # "" for the Milvus docs, else [a-z][a-z0-9_]*, at most 40 characters
+    is_milvus_docs: bool  # it holds en/faq/*.md (the tutorial's FAQ pipeline)
 
 
 @dataclass(frozen=True)
@@ -151,8 +142,7 @@ def extract(zip_path: Path, cache_dir: Path) -> Corpus:
 
 
 def open_corpus(source: str, cache_dir: Path | None = None) -> Corpus:
-    """The documents of ``source``: a zip URL (downloaded once), a zip path or a folder; zips are
-    cached in ``cache_dir``, by default ``config.data_dir()``."""
+    """The documents of ``source``: a zip URL (downloaded once), a zip path or a folder."""
     cache_dir, path = cache_dir or data_dir(), Path(source).expanduser()
     is_url = urlparse(source).scheme in ("http", "https")
     if is_url or (path.is_file() and path.suffix.lower() not in SUFFIXES):

@@ -3,10 +3,7 @@
 A failure the user can fix ends in one sentence that says what happened, why (the underlying
 error's type and first line, kept as ``__cause__``) and what to do. In a notebook,
 :func:`show_errors_briefly` shows such errors as that sentence instead of a long traceback.
-Nothing here imports pymilvus until a notebook asks for the brief display.
-"""
-
-from __future__ import annotations
+Nothing here imports pymilvus until a notebook asks for the brief display."""
 
 import contextlib
 import logging
@@ -50,10 +47,8 @@ def milvus_sentence(err: BaseException, rerun: str) -> str:
 
 @contextlib.contextmanager
 def quiet(logger: str, level: int = logging.CRITICAL) -> Iterator[None]:
-    """Show only ``level`` and above from ``logger`` for a while, then its level as it was.
-
-    pymilvus logs every failed call with a traceback before raising it; the sentence of the
-    error says the same in one line."""
+    """Show only ``level`` and above from ``logger`` for a while, then its level as it was
+    (pymilvus logs every failed call with a traceback, which the error's sentence says in one)."""
     log = logging.getLogger(logger)
     saved = log.level
     log.setLevel(level)
@@ -66,11 +61,10 @@ def quiet(logger: str, level: int = logging.CRITICAL) -> Iterator[None]:
 def show_errors_briefly() -> None:
     """In IPython (JupyterLab, Colab), show a ``RagError`` or a Milvus error as one sentence.
 
-    The cell still fails, with the exception's type and sentence as its error output, so
-    papermill and nbmake report that sentence too. pymilvus's own error logs (tracebacks of
-    each failed call) are silenced for the session. A handler the user installed for other
-    exception types stays in place. Calling this again changes nothing.
-    """
+    The cell still fails, with the exception's type and sentence as its error output, so papermill
+    and nbmake report that sentence too. pymilvus's own error logs (tracebacks of each failed call)
+    are silenced for the session. A handler the user installed for other exception types stays in
+    place. Calling this again changes nothing."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     if shell is None or RagError in shell.custom_exceptions:

@@ -1,7 +1,5 @@
 """Measure retrieval: hit@k and MRR of every strategy on labeled questions, with 95% intervals."""
 
-from __future__ import annotations
-
 import json
 import time
 from dataclasses import dataclass, field
@@ -18,10 +16,10 @@ DEPTH = 10  # hits retrieved per question: hit@k for k = 1..DEPTH; MRR counts ra
 BOOTSTRAP_SAMPLES = 2000  # resamples of the questions per 95% interval (fixed seed)
 METRICS = ("hit@1", "hit@3", "mrr")
 
+# May be the default, simplest first (one route before two, entries before entries with
+# phrasings); the tutorial's split is the baseline (it cuts answers at sub-headings).
 DEFAULT_CANDIDATES = ("entry-dense", "entry-bm25", "entry-phrasings-dense", "entry-hybrid-rrf",
                       "entry-hybrid-weighted")  # fmt: skip
-"""Strategies that may be the default, simplest first (one route before two, entries before
-entries with phrasings); the tutorial's split is the baseline (it cuts answers at sub-headings)."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +119,8 @@ def unknown_golds(questions: list[Question], entries: list[chunking.Entry]) -> l
     return sorted({q.gold for q in questions if first_hit_rank(texts, q.gold) is None})
 
 
-def build_collections(
-    client, names: Collections, embedding, docs_dir: Path, strategies, phrasings=None
-) -> None:
+def build_collections(client, names: Collections, embedding, docs_dir: Path, strategies,
+                      phrasings=None) -> None:  # fmt: skip
     """(Re)create the collections ``strategies`` need (BM25: Milvus 2.5+), entries with ``phrasings``."""
     chosen = [search.strategy_named(s) for s in strategies]
     for kind, name in (("tutorial", names.eval_tutorial), ("entry", names.eval_entries)):
@@ -139,9 +136,8 @@ def drop_collections(client, names: Collections) -> None:
         client.drop_collection(name)
 
 
-def evaluate(
-    client, names: Collections, embedding, questions: list[Question], strategies: list[str]
-) -> dict[str, Result]:
+def evaluate(client, names: Collections, embedding, questions: list[Question],
+             strategies: list[str]) -> dict[str, Result]:  # fmt: skip
     """Run each strategy on all questions, one search each, in :func:`build_collections`'s."""
     texts = [question.q for question in questions]
     embedding.encode_queries(texts)  # embedded once, up front: the timings are Milvus's
@@ -186,8 +182,7 @@ def format_table(results: dict[str, Result], default: str | None = None) -> str:
 
 
 def format_markdown(results: dict[str, Result], default: str | None = None, label: str = "") -> str:
-    """The README's table: per strategy hit@1, hit@3 and MRR with their 95% intervals, the
-    ``default`` in bold, then a caption line: ``label`` (e.g. the question file) and n."""
+    """The README's table: per strategy hit@1, hit@3 and MRR with 95% intervals, then a caption."""
     lines = ["| strategy | hit@1 | hit@3 | MRR |", "| --- | --- | --- | --- |"]
     for name, result in results.items():
         cells = [f"`{name}`: {result.description}", *(result.figure(m) for m in METRICS)]

@@ -1,10 +1,7 @@
 """Generation: the prompt, the LLM endpoint and its client, and the LLM's errors in one sentence.
 
 Any OpenAI-compatible endpoint works through ``LLM_BASE_URL``, ``LLM_MODEL`` and a key; with none,
-the local answerer (:mod:`milvus_rag.local_answerer`) answers the same ``chat.completions`` call.
-"""
-
-from __future__ import annotations
+the local answerer (:mod:`milvus_rag.local_answerer`) answers the same ``chat.completions`` call."""
 
 import contextlib
 import sys
@@ -14,18 +11,15 @@ from urllib.parse import urlparse
 from milvus_rag.config import llm_api_key, non_negative_float, positive_int
 from milvus_rag.errors import RagError, cause, first_line
 
-MAX_RETRIES = 2
-"""Retries of the openai client itself (429, 5xx, dropped connections), with its backoff."""
+MAX_RETRIES = 2  # by the openai client itself, with its backoff: 429, 5xx, dropped connections
+PLACEHOLDER_KEY = "no-key"  # sent with no key set: Ollama, vLLM, llama.cpp ignore it; 401 explained
 
-PLACEHOLDER_KEY = "no-key"
-"""Sent when no key is set: Ollama, vLLM and llama.cpp ignore it; a real 401 is explained."""
-
+# The tutorial's system prompt, plus one line asking for citations of the numbered passages.
 SYSTEM_PROMPT = """
 Human: You are an AI assistant. You are able to find answers to the questions from the contextual passage snippets provided.
 Cite the numbered passages you use, like [1].
 """
-"""The tutorial's system prompt, plus one line asking for citations of the numbered passages."""
-
+# The tutorial's user prompt, as a template.
 USER_PROMPT = """
 Use the following pieces of information enclosed in <context> tags to provide an answer to the question enclosed in <question> tags.
 <context>
@@ -35,23 +29,19 @@ Use the following pieces of information enclosed in <context> tags to provide an
 {question}
 </question>
 """
-"""The tutorial's user prompt, as a template."""
 
 
 def build_messages(texts: list[str], question: str) -> list[dict[str, str]]:
     """The system prompt, then the user prompt: texts numbered [1], [2], ... and the question."""
     context = "\n\n".join(f"[{n}] {text.strip()}" for n, text in enumerate(texts, 1))
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": USER_PROMPT.format(context=context, question=question)},
-    ]
+    user = USER_PROMPT.format(context=context, question=question)
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
 
 
 def options() -> dict:
     """``max_tokens`` and ``temperature`` of every request (LLM_MAX_TOKENS, LLM_TEMPERATURE)."""
-    return dict(
-        max_tokens=positive_int("LLM_MAX_TOKENS"), temperature=non_negative_float("LLM_TEMPERATURE")
-    )
+    return dict(max_tokens=positive_int("LLM_MAX_TOKENS"),
+                temperature=non_negative_float("LLM_TEMPERATURE"))  # fmt: skip
 
 
 def timeout_s() -> float:
@@ -62,30 +52,24 @@ def timeout_s() -> float:
 
 
 def endpoint(base_url: str, model: str = "", interactive: bool = False) -> tuple[str, str, str]:
-    """(base URL, API key, a sentence saying only what is known) for ``base_url``.
-
-    No URL: the local answerer (one per process). No key set: a placeholder, which keyless servers
-    accept; ``interactive``: ask for an ``https`` endpoint's key where someone can type (hidden)."""
+    """(base URL, API key, a sentence saying only what is known) for ``base_url``. No URL: the
+    local answerer (one per process). No key set: a placeholder, which keyless servers accept;
+    ``interactive``: ask for an ``https`` endpoint's key where someone can type (hidden)."""
     if not base_url:
         from milvus_rag import local_answerer
-
         about = "No LLM_BASE_URL: the local answerer listens on 127.0.0.1, quoting the top passage."
         return local_answerer.base_url(), PLACEHOLDER_KEY, about
     parsed = urlparse(base_url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise RagError(
-            f"LLM_BASE_URL={base_url!r} is not an http(s) URL: set it to an OpenAI-compatible "
-            "endpoint such as https://api.openai.com/v1 or http://localhost:11434/v1."
-        )
+        raise RagError(f"LLM_BASE_URL={base_url!r} is not an http(s) URL: set it to an OpenAI-"
+                       "compatible endpoint such as https://api.openai.com/v1 or "
+                       "http://localhost:11434/v1.")
     key = llm_api_key()
     if not key and interactive and parsed.scheme == "https":
         if "ipykernel" in sys.modules or sys.stdin.isatty():
             import getpass
-
-            print(
-                f"No LLM_API_KEY for {base_url}: type it (hidden), or press Enter to skip.",
-                flush=True,
-            )
+            print(f"No LLM_API_KEY for {base_url}: type it (hidden), or press Enter to skip.",
+                  flush=True)  # fmt: skip
             with contextlib.suppress(Exception):  # papermill, nbmake and CI have no one to ask
                 key = getpass.getpass("API key: ").strip()
     named = f", model {model}" if model else ""
@@ -97,14 +81,12 @@ def endpoint(base_url: str, model: str = "", interactive: bool = False) -> tuple
 def client(base_url: str, api_key: str):
     """An ``openai.OpenAI`` client with this project's retries and timeout."""
     from openai import OpenAI
-
     return OpenAI(api_key=api_key, base_url=base_url, max_retries=MAX_RETRIES, timeout=timeout_s())
 
 
 def explain(err: Exception, where: str, model: str) -> str | None:
     """One sentence for an ``openai`` error: what happened where, the cause, and what to do."""
     import openai
-
     body = getattr(err, "body", None)  # the server's own words: {"error": {"message": ...}}
     inner = body.get("error", body) if isinstance(body, dict) else None
     said = inner.get("message") if isinstance(inner, dict) else inner
@@ -147,7 +129,6 @@ def llm_errors(base_url: str, model: str, keep_going: bool = False) -> Iterator[
     """Turn ``openai`` errors into one ``RagError`` sentence naming the endpoint and cause;
     ``keep_going``: print it to stderr instead, so that Run All goes on to cells needing no LLM."""
     import openai
-
     try:
         yield
     except openai.OpenAIError as err:
@@ -182,7 +163,6 @@ def answer(llm, model: str, base_url: str, messages: list[dict], stream: bool) -
 
 def _streamed(llm, model: str, base_url: str, messages) -> Iterator[str]:
     with llm_errors(base_url, model):
-        response = llm.chat.completions.create(
-            model=model, messages=messages, stream=True, **options()
-        )
+        response = llm.chat.completions.create(model=model, messages=messages, stream=True,
+                                               **options())  # fmt: skip
         yield from stream_text(response)

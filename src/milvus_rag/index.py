@@ -4,10 +4,7 @@ The tutorial's own collection is created in the notebook (quick setup); the impr
 pipeline's, one per corpus, are made here, for the command line builds them too. Row ids derive
 from the content, so :func:`sync` does only the missing work; each collection records what built
 it (model, chunking, a fingerprint of its rows, whether the last sync completed), so no question
-is answered from an index that does not match. Needs Milvus 2.4; BM25 (2.5+) only on request.
-"""
-
-from __future__ import annotations
+is answered from an index that does not match. Needs Milvus 2.4; BM25 (2.5+) only on request."""
 
 import contextlib
 import hashlib
@@ -27,12 +24,9 @@ CONSISTENCY_LEVEL = "Strong"  # not "Bounded": on a server, a search sees rows j
 TEXT_MAX_LENGTH = 65535
 INSERT_BATCH = 64  # rows embedded and inserted together: a killed ingest loses one batch at most
 
-BM25_STOP_WORDS = [
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is",
-    "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there",
-    "these", "they", "this", "to", "was", "will", "with",
-]  # fmt: skip
-"""Lucene's English stop words, listed so that every engine analyzes the text the same way."""
+# Lucene's English stop words, listed so that every engine analyzes the text the same way
+BM25_STOP_WORDS = ("a an and are as at be but by for if in into is it no not of on or such that "
+                   "the their then there these they this to was will with").split()
 
 MINIMUM_MILVUS = {"BM25 full-text search": (2, 5)}  # features beyond Milvus 2.4: first version
 FIELDS = ("entry", "view", "text", "search_text", "source", "title", "section", "dense")
@@ -47,17 +41,15 @@ def is_lite_path(uri: str) -> bool:
 def check_uri(uri: str) -> None:
     """Refuse a URI that is neither a server URL nor a Milvus Lite ``.db`` path."""
     if is_lite_path(uri) and not uri.endswith(".db"):
-        raise RagError(
-            f"{uri!r} is neither a server URL nor a Milvus Lite path: a Milvus Lite path "
-            "(MILVUS_LITE_PATH) ends in .db, a server URL (MILVUS_URI) starts with http(s)://."
-        )
+        raise RagError(f"{uri!r} is neither a server URL nor a Milvus Lite path: a Milvus Lite "
+                       "path (MILVUS_LITE_PATH) ends in .db, a server URL (MILVUS_URI) starts with "
+                       "http(s)://.")
 
 
 def _held_by_another_process(path: str) -> bool:
     """Whether another process holds Milvus Lite's lock on ``path`` (POSIX only)."""
     try:
         import fcntl
-
         fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR)
     except (ImportError, OSError):
         return False
@@ -82,12 +74,10 @@ def milvus_errors(uri: str) -> Iterator[None]:
         raise
     except Exception as err:
         if is_lite_path(uri) and _held_by_another_process(uri):
-            raise RagError(
-                f"The Milvus Lite database {uri!r} is open in another process (a notebook kernel "
-                "or a command): in that notebook run `from milvus_rag.index import release; "
-                "release(MILVUS_URI)` (or shut its kernel down), stop that command, or use "
-                "another MILVUS_LITE_PATH."
-            ) from err
+            raise RagError(f"The Milvus Lite database {uri!r} is open in another process (a "
+                           "notebook kernel or a command): in that notebook run `from milvus_rag"
+                           ".index import release; release(MILVUS_URI)` (or shut its kernel down), "
+                           "stop that command, or use another MILVUS_LITE_PATH.") from err
         if isinstance(err, ImportError):
             advice = "install it: pip install -r requirements.txt"
         elif is_lite_path(uri):
@@ -101,7 +91,6 @@ def connect(uri: str, token: str = ""):
     """A ``MilvusClient`` for ``uri``: a Milvus Lite path, or a server URL with ``token``."""
     with milvus_errors(uri):
         from pymilvus import MilvusClient
-
         return MilvusClient(uri=uri, token=token)
 
 
@@ -110,7 +99,6 @@ def release(uri: str) -> None:
     (``MilvusClient.close()`` keeps it locked until the process ends); connect again to go on."""
     if is_lite_path(uri):
         from milvus_lite.server_manager import server_manager_instance
-
         server_manager_instance.release_server(uri)
 
 
@@ -120,8 +108,7 @@ def server_version(client) -> tuple[int, int] | None:
         reported = str(client.get_server_version())
         if reported.startswith("milvus_lite-"):  # Milvus Lite 3.x: BM25 and hybrid search built in
             return (2, 6)
-        match = re.search(r"(\d+)\.(\d+)", reported)
-        if match:
+        if match := re.search(r"(\d+)\.(\d+)", reported):
             return int(match.group(1)), int(match.group(2))
     return None
 
@@ -130,16 +117,14 @@ def require(client, feature: str) -> None:
     """Refuse, in one sentence, a Milvus too old for ``feature`` (a key of MINIMUM_MILVUS)."""
     needed, found = MINIMUM_MILVUS[feature], server_version(client)
     if found is not None and found < needed:
-        raise RagError(
-            f"{feature} needs Milvus {needed[0]}.{needed[1]} or later, but the server at "
-            f"MILVUS_URI runs {found[0]}.{found[1]}: upgrade it, or use the dense strategies only."
-        )
+        raise RagError(f"{feature} needs Milvus {needed[0]}.{needed[1]} or later, but the server "
+                       f"at MILVUS_URI runs {found[0]}.{found[1]}: upgrade it, or use the dense "
+                       "strategies only.")
 
 
 def ensure_loaded(client, name: str) -> None:
     """Load collection ``name`` unless it already is (a reopened collection starts released)."""
     from pymilvus.client.types import LoadState
-
     if client.get_load_state(name).get("state") != LoadState.Loaded:
         client.load_collection(name)
 
@@ -190,7 +175,6 @@ def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
     """(Re)create ``name`` for entries: ids, texts and a ``dim``-wide dense vector; with
     ``bm25``, a sparse vector too that Milvus computes from ``search_text`` (Milvus 2.5+)."""
     from pymilvus import DataType, Function, FunctionType
-
     if bm25:
         require(client, "BM25 full-text search")
     if client.has_collection(name):
@@ -215,9 +199,8 @@ def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
         schema.add_function(Function(name="search_text_bm25", function_type=FunctionType.BM25,
                                      input_field_names=["search_text"],
                                      output_field_names=["sparse"]))  # fmt: skip
-        index_params.add_index(
-            field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25"
-        )
+        index_params.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX",
+                               metric_type="BM25")  # fmt: skip
     client.create_collection(collection_name=name, schema=schema, consistency_level=CONSISTENCY_LEVEL)
     client.create_index(name, index_params, sync=False)  # empty: no need to poll every 0.5 s
     client.load_collection(name)
@@ -252,7 +235,6 @@ def progress(total: int, desc: str) -> Iterator:
     runs, then its last line as text, so a saved notebook needs no widget state; text on stdout
     with ``RAG_PROGRESS=text`` (headless). In a terminal: text on stderr, clear of the output."""
     from tqdm import tqdm
-
     ipython = sys.modules.get("IPython")
     kernel = getattr(ipython.get_ipython() if ipython else None, "kernel", None) is not None
     stream = sys.stdout if kernel else sys.stderr
@@ -261,7 +243,6 @@ def progress(total: int, desc: str) -> Iterator:
         with contextlib.suppress(ImportError):
             from IPython.display import Pretty, display
             from tqdm.notebook import tqdm as widget_tqdm
-
             widget = widget_tqdm(total=total, desc=desc, unit="piece", display=False)
     if widget is None:
         with tqdm(total=total, desc=desc, unit="piece", disable=not total, file=stream) as bar:
@@ -321,28 +302,21 @@ def check_fields(client, name: str, bm25: bool = False) -> None:
     """Refuse a collection of another schema (the tutorial's, or an older version's)."""
     fields = {f["name"] for f in client.describe_collection(name)["fields"]}
     if not set(FIELDS) <= fields or (bm25 and "sparse" not in fields):
-        raise RagError(
-            f"Collection {name!r} was built by another pipeline or version (its fields differ): "
-            "rebuild it (python -m milvus_rag ingest --rebuild) or set MILVUS_COLLECTION to "
-            "another name."
-        )
+        raise RagError(f"Collection {name!r} was built by another pipeline or version (its "
+                       "fields differ): rebuild it (python -m milvus_rag ingest --rebuild) or set "
+                       "MILVUS_COLLECTION to another name.")
 
 
 def check_collection(client, name: str, embedding) -> None:
     """Refuse, before a search, a collection that cannot answer ``embedding``'s questions."""
     check_fields(client, name)
-    why = mismatch(client, name, embedding)
-    if why:
-        raise RagError(
-            f"Collection {name!r} {why}: re-embed it with python -m milvus_rag ingest (same "
-            "EMBEDDING_MODEL), or set EMBEDDING_MODEL to the model that built it."
-        )
+    if why := mismatch(client, name, embedding):
+        raise RagError(f"Collection {name!r} {why}: re-embed it with python -m milvus_rag ingest "
+                       "(same EMBEDDING_MODEL), or set EMBEDDING_MODEL to the model that built it.")
 
 
-def sync(
-    client, name: str, embedding, entries: list[Entry], bm25: bool = False,
-    rebuild: bool = False, chunking: str = "sections",
-) -> dict:  # fmt: skip
+def sync(client, name: str, embedding, entries: list[Entry], bm25: bool = False,
+         rebuild: bool = False, chunking: str = "sections") -> dict:  # fmt: skip
     """Make collection ``name`` hold exactly ``entries``, doing only the missing work: rows of
     changed or vanished entries deleted, new ones embedded and inserted in batches, so a second
     run does nothing and an interrupted one is completed by the next. Built with another model:
@@ -354,8 +328,7 @@ def sync(
     report: dict = {"collection": name}
     if client.has_collection(name) and not rebuild:
         check_fields(client, name, bm25)
-        why = mismatch(client, name, embedding)
-        if why:
+        if why := mismatch(client, name, embedding):
             rebuild, report["rebuilt"] = True, why
     if rebuild or not client.has_collection(name):
         create_collection(client, name, embedding.dim, bm25=bm25)

@@ -2,10 +2,7 @@
 
 With no ``LLM_BASE_URL`` the notebook's ``OpenAI(...)`` cells run unchanged against it: it answers
 the ``<question>`` of the tutorial's user prompt with sentences of the first passage in its
-``<context>``, those sharing the most words with the question. One per process, closed at exit.
-"""
-
-from __future__ import annotations
+``<context>``, those sharing the most words with the question. One per process, closed at exit."""
 
 import atexit
 import contextlib

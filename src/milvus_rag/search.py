@@ -5,10 +5,7 @@ of :mod:`milvus_rag.index`): by ``dense`` vectors (inner product), by ``bm25`` (
 search), by both fused (``rrf``: ``RRFRanker``; ``weighted``: ``WeightedRanker``), or by
 ``phrasings``: dense over each entry and other ways users ask its question
 (``data/faq_phrasings.jsonl``), the best row per entry (``group_by_field``). The others search
-the entries' own rows only (``view == 0``).
-"""
-
-from __future__ import annotations
+the entries' own rows only (``view == 0``)."""
 
 from dataclasses import asdict, dataclass
 
@@ -16,17 +13,11 @@ from milvus_rag.embedding import require_question
 from milvus_rag.errors import RagError
 from milvus_rag.index import METRIC_TYPE
 
-RRF_K = 60
-"""RRF's smoothing constant: the usual value (Cormack et al. 2009; Milvus's default)."""
-
-ROUTE_CANDIDATES = 20
-"""How many hits each route of a hybrid search contributes before fusion (at least k)."""
-
-DENSE_WEIGHT = 0.7
-"""``weighted``: the dense route's weight, BM25 gets the rest. ``WeightedRanker`` maps each
-route's scores into [0, 1], where dense scores spread about 0.13 and BM25 scores about 0.31 (top
-20, the 61 FAQ titles as queries: no labels involved): weights inverse to the spreads."""
-
+RRF_K = 60  # RRF's smoothing constant: the usual value (Cormack et al. 2009; Milvus's default)
+ROUTE_CANDIDATES = 20  # hits each route of a hybrid search contributes before fusion (at least k)
+DENSE_WEIGHT = 0.7  # ``weighted``: the dense route's weight, BM25 gets the rest. WeightedRanker
+# maps each route's scores into [0, 1], where dense scores spread about 0.13 and BM25 scores about
+# 0.31 (top 20, the 61 FAQ titles as queries: no labels involved): weights inverse to the spreads.
 OUTPUT_FIELDS = ["text", "source", "title"]
 WHOLE_ENTRY = "view == 0"  # an entry's own row (its other rows are phrasings of its question)
 
@@ -75,17 +66,14 @@ class Hit:
 
 
 def strategy_named(name: str) -> Strategy:
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        message = f"Unknown retrieval strategy {name!r}: use one of {', '.join(STRATEGIES)}."
-        raise RagError(message) from None
+    if name not in STRATEGIES:
+        raise RagError(f"Unknown retrieval strategy {name!r}: use one of {', '.join(STRATEGIES)}.")
+    return STRATEGIES[name]
 
 
 def to_hits(results: list, bm25: bool = False) -> list[Hit]:
-    """``Hit``s from one query's Milvus results (``search_res[0]``), best first; a piece without
-    a title is titled by its first non-empty line. ``bm25``: scores made positive (Milvus Lite 3
-    reports them negated, the C++ engine does not)."""
+    """``Hit``s from one query's Milvus results, best first, untitled ones by their first line;
+    ``bm25``: scores made positive (Milvus Lite 3 reports them negated, the C++ engine does not)."""
     hits = []
     for result in results:
         entity, score = result["entity"], float(result["distance"])
@@ -98,19 +86,15 @@ def to_hits(results: list, bm25: bool = False) -> list[Hit]:
 
 def format_hits(hits: list[Hit]) -> str:
     """One line per hit, numbered as in the prompt: ``[1] file · FAQ title (score 0.657)``."""
-    return "\n".join(
-        f"[{n}] {hit.source} · {hit.title} (score {hit.score:.3f})" for n, hit in enumerate(hits, 1)
-    )
+    return "\n".join(f"[{n}] {hit.source} · {hit.title} (score {hit.score:.3f})"
+                     for n, hit in enumerate(hits, 1))  # fmt: skip
 
 
-def search(
-    client, collection: str, embedding, questions: list[str], k: int, strategy: str
-) -> list[list[Hit]]:
-    """The ``k`` best pieces of ``collection`` for each of ``questions`` by ``strategy``, best
-    first, one list per question, from one Milvus call; ``collection`` holds the strategy's
-    chunking (and a BM25 field where it needs one)."""
+def search(client, collection: str, embedding, questions: list[str], k: int,
+           strategy: str) -> list[list[Hit]]:  # fmt: skip
+    """The ``k`` best pieces of ``collection`` for each of ``questions`` by ``strategy``, from one
+    Milvus call; ``collection`` holds the strategy's chunking (and BM25 field, if it needs one)."""
     from pymilvus import AnnSearchRequest, RRFRanker, WeightedRanker
-
     if isinstance(questions, str):
         raise TypeError("questions is a list of questions: pass [question] for one")
     chosen = strategy_named(strategy)
