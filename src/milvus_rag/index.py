@@ -257,29 +257,24 @@ def progress(total: int, desc: str) -> Iterator:
         shown.update(Pretty(tqdm.format_meter(**{**widget.format_dict, "ncols": 80})))
 
 
-def batches(items: list, show: bool = True, desc: str = "Embedding") -> Iterator[list]:
+def batches(items: list, show: bool = True) -> Iterator[list]:
     """``items`` in slices of ``INSERT_BATCH`` under one progress bar (if ``show``)."""
-    with progress(len(items) if show else 0, desc) as bar:
+    with progress(len(items) if show else 0, "Embedding") as bar:
         for start in range(0, len(items), INSERT_BATCH):
             batch = items[start : start + INSERT_BATCH]
             yield batch
             bar.update(len(batch))
 
 
-def _work_left(embedding, texts: list[str]) -> bool:
-    """False when ``embedding`` has every text embedded already (``Embedding.knows``)."""
-    return not getattr(embedding, "knows", lambda texts: False)(texts)
-
-
 def embed_documents(embedding, texts: list[str]) -> list:
     """``embedding.encode_documents(texts)``, batch by batch under a progress bar."""
-    show = _work_left(embedding, texts)
+    show = not embedding.knows(texts)  # no bar over texts it has embedded already
     return [v for batch in batches(texts, show) for v in embedding.encode_documents(batch)]
 
 
 def insert_rows(client, name: str, embedding, rows: list[dict]) -> None:
     """Embed and insert ``rows`` batch by batch (an interrupted run keeps whole batches)."""
-    for batch in batches(rows, _work_left(embedding, [row["search_text"] for row in rows])):
+    for batch in batches(rows, not embedding.knows([row["search_text"] for row in rows])):
         vectors = embedding.encode_documents([row["search_text"] for row in batch])
         data = [{**row, "dense": vector} for row, vector in zip(batch, vectors, strict=True)]
         client.insert(collection_name=name, data=data)

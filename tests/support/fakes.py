@@ -38,6 +38,9 @@ class FakeEmbedding:
         self.embedded.extend(texts)
         return [self._vector(text) for text in texts]
 
+    def knows(self, texts: list[str]) -> bool:
+        return False  # it keeps no vectors: every call embeds
+
     def encode_queries(self, texts: list[str]) -> list[np.ndarray]:
         return [self._vector(text) for text in texts]
 
