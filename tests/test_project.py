@@ -103,3 +103,20 @@ def test_colab_pins_fall_within_the_tested_ranges():
     }
     for name, version in pins.items():
         assert version in SpecifierSet(required[name]), (name, version, required[name])
+
+
+def test_executed_copies_of_the_notebook_are_neither_committed_nor_collected():
+    """`papermill ... executed.ipynb` (the README's by-hand command) and `make run` write executed
+    copies next to the notebook: git ignores them and pytest never runs them as tests."""
+    import ast
+    import subprocess
+    from fnmatch import fnmatch
+
+    text = (REPO / "conftest.py").read_text()
+    globs = ast.literal_eval(re.search(r"collect_ignore_glob = (\[.*?\])", text).group(1))
+    for path in ("notebooks/executed.ipynb", "notebooks/executed/build_RAG_with_milvus_and_lepton.ipynb"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+        assert ignored.returncode == 0, f"git would commit {path}"
+        assert any(fnmatch(path, glob) for glob in globs), path
+    testpaths = pyproject()["tool"]["pytest"]["ini_options"]["testpaths"]
+    assert "notebooks" not in testpaths  # only the notebook itself, not the folder's copies
