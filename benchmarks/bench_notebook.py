@@ -6,7 +6,8 @@ Offline and without a key, as `make run` does (the packaged model, the local ans
 Milvus Lite folder per run, text progress bars). The first run starts from empty caches (the
 docs unzipped, the packaged model converted to ONNX once); later runs reuse them, as a reader's
 second session does. Prints, per run, the wall time of the papermill call (kernel start
-included) and the sum of the cells; then each cell's seconds and share in the last run.
+included) and the sum of the cells; then each cell's seconds and share of that sum, per run.
+Everything goes to a temporary folder, removed at the end.
 """
 
 from __future__ import annotations
@@ -36,9 +37,16 @@ def run_once(workdir: Path, docs: Path, index: int) -> tuple[float, list[tuple[s
                                     "MILVUS_URI": str(workdir / f"run{index}.db")})  # fmt: skip
     wall = time.perf_counter() - started
     cells = json.loads(output.read_text())["cells"]
-    timings = [(c.get("id", "?"), c["metadata"]["papermill"]["duration"] or 0.0)
+    timings = [(cell_name(c), c["metadata"]["papermill"]["duration"] or 0.0)
                for c in cells if c["cell_type"] == "code"]  # fmt: skip
     return wall, timings
+
+
+def cell_name(cell: dict) -> str:
+    """The cell's id; papermill's own parameters cell gets a random one, so it is named."""
+    if "injected-parameters" in cell["metadata"].get("tags", []):
+        return "(papermill's injected parameters)"
+    return cell.get("id", "?")
 
 
 def main() -> int:
@@ -63,12 +71,16 @@ def main() -> int:
     rows = [[f"{i + 1}" + (" (cold caches)" if i == 0 else ""), round(wall, 1),
              round(sum(d for _, d in cells), 1)] for i, (wall, cells) in enumerate(runs)]  # fmt: skip
     print(markdown_table(["run", "wall s (kernel start included)", "sum of cells s"], rows))
-    last = runs[-1][1]
-    total = sum(d for _, d in last) or 1.0
-    print(f"\n## Cells of run {len(runs)}, slowest first")
-    ordered = sorted(last, key=lambda cell: -cell[1])
-    print(markdown_table(["cell id", "s", "share"],
-                         [[cid, round(d, 2), f"{100 * d / total:.0f}%"] for cid, d in ordered]))  # fmt: skip
+    print(f"\n## Cells, slowest first in run {len(runs)} (seconds and share of the sum of cells)")
+    totals = [sum(d for _, d in cells) or 1.0 for _, cells in runs]
+    order = [cid for cid, _ in sorted(runs[-1][1], key=lambda cell: -cell[1])]
+    seconds = [dict(cells) for _, cells in runs]
+    header = ["cell id"] + [h for i in range(len(runs)) for h in (f"run {i + 1} s", "share")]
+    table = [[cid] + [v for i, t in enumerate(totals)
+                      for v in (round(seconds[i].get(cid, 0.0), 2),
+                                f"{100 * seconds[i].get(cid, 0.0) / t:.0f}%")]
+             for cid in order]  # fmt: skip
+    print(markdown_table(header, table))
     return 0
 
 

@@ -419,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         docs_dir, docs_s = timed(corpus.prepare_docs, docs_source, scratch / "data")
         (_, text_lines, sources), split_s = timed(tutorial_pieces, docs_dir)
+        # Cold: the sha256 check and the conversion to ONNX into this run's empty model cache
+        # (MILVUS_RAG_DATA_DIR/models); warm: the same load from the converted file.
+        _, model_cold_s = timed(load_embedding, "minilm")
         embedding, model_load_s = timed(load_embedding, "minilm")
         clock = ModelClock()
         clock.attach(embedding.function)
@@ -427,12 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         rss_before = proc_status_kib(os.getpid(), "VmRSS")
         print(
             f"set-up: docs unzip {docs_s:.2f} s, FAQ split {split_s * 1000:.1f} ms, model load "
-            f"{model_load_s:.2f} s (incl. sha256 check), connect {connect_s:.2f} s",
+            f"cold {model_cold_s:.2f} s (sha256 check + conversion to ONNX), warm "
+            f"{model_load_s:.2f} s (from the converted file), connect {connect_s:.2f} s",
             flush=True,
         )
         results["setup_s"] = {
             "docs": docs_s,
             "split": split_s,
+            "model_load_cold": model_cold_s,
             "model_load": model_load_s,
             "connect": connect_s,
         }
@@ -569,10 +574,10 @@ def report(results: dict) -> None:
                 "Milvus (s)",
                 "of which drop + create (s)",
                 "of which insert (s)",
-                "in model.encode (s)",
-                "in forward pass (s)",
-                "outside model.encode",
-                "outside forward pass",
+                "in the batched ONNX encode (s)",
+                "of which session.run (s)",
+                "outside the ONNX encode",
+                "outside session.run",
             ],
             rows,
         )
@@ -597,7 +602,7 @@ def report(results: dict) -> None:
     )
     print(
         f"\nTop-1 hit is the FAQ piece the question came from: {q['top1_is_source_piece']:.0%}. "
-        f"Forward pass share of query time: {q['forward_share']:.0%}."
+        f"ONNX forward pass (session.run) share of query time: {q['forward_share']:.0%}."
     )
     cli = results.get("cli")
     if cli:
@@ -614,7 +619,7 @@ def report(results: dict) -> None:
                     ["rows written (entries and their phrasings)", cli["ingest"]["rows"]],
                     ["`ingest --rebuild` (s)", cli["ingest_s"]],
                     ["  of which loading the model (s)", cli["ingest_model_load_s"]],
-                    ["  of which in the forward pass (s)", cli["ingest_forward_s"]],
+                    ["  of which in session.run (s)", cli["ingest_forward_s"]],
                     ["`ingest` again, nothing to do (s)", cli["ingest_again_s"]],
                     ["  of which loading the model (s)", cli["ingest_again_model_load_s"]],
                     ["`ask --json` (local answerer), calls", ask["n"] if ask else 0],
@@ -623,7 +628,7 @@ def report(results: dict) -> None:
                     ["  of which loading the model, mean (s)", cli["ask_model_load_mean_s"]],
                     ["retrieve (search.search) p50 (ms)", cli["retrieve"]["p50_ms"]],
                     ["retrieve (search.search) p95 (ms)", cli["retrieve"]["p95_ms"]],
-                    ["forward pass share of retrieve", f"{cli['retrieve_forward_share']:.0%}"],
+                    ["session.run share of retrieve", f"{cli['retrieve_forward_share']:.0%}"],
                     ["top-1 hit is the question's FAQ entry", f"{cli['top1_has_title']:.0%}"],
                 ],
             )
