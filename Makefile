@@ -47,7 +47,7 @@ rehearse: install
 # Mutation testing (mutmut; not part of make test or CI): small changes ("mutants") are made to
 # search, evaluation, index, chunking, corpus and generation one at a time, and each should make
 # the fast tier fail. Prints killed / total per module; tests/MUTANTS.md lists the survivors
-# left on purpose. A fresh run each time (about an hour on 2 cores); MUTANTS='milvus_rag.search.*'
+# left on purpose. A fresh run each time (over an hour on 2 cores); MUTANTS='milvus_rag.search.*'
 # runs one module. Then: $(BIN)/mutmut results (survivors), $(BIN)/mutmut show NAME (a diff).
 MUTMUT_VERSION := 3.8.1
 MUTANTS ?=
@@ -55,7 +55,7 @@ mutate: install
 	$(BIN)/python -m pip install --quiet mutmut==$(MUTMUT_VERSION)
 	rm -rf mutants && mkdir mutants
 	printf '%s\n' pytest nbformat nbmake.pytest_items nbmake.pytest_plugin numpy > mutants/preload.txt
-	@echo "mutmut run $(MUTANTS): progress in mutants/run.log"
+	@echo "mutmut run$(if $(MUTANTS), '$(MUTANTS)'): progress in mutants/run.log"
 	MILVUS_DOCS_ZIP=$${MILVUS_DOCS_ZIP:-$(abspath $(SHARED_ZIP))} $(BIN)/mutmut run $(if $(MUTANTS),'$(MUTANTS)') \
 	  >mutants/run.log 2>&1 || { tr '\r' '\n' <mutants/run.log | tail -40; exit 1; }
 	@$(BIN)/mutmut results --all true | awk -F': ' ' \

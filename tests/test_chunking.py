@@ -321,19 +321,28 @@ def test_the_projects_phrasings_cover_every_faq_entry(docs_dir):
 
 
 @pytest.mark.parametrize(
-    "content, message",
-    [("not json\n", "Line 1 of p.jsonl is not a phrasing record"),
-     ('{"source": "a.md"}\n', "Line 1 of p.jsonl is not a phrasing record")],
+    "content, cause",
+    [("not json\n", "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"),
+     ('{"source": "a.md"}\n', "KeyError: 'phrasings'")],
 )  # fmt: skip
-def test_bad_phrasing_files_say_which_line(tmp_path, content, message):
+def test_bad_phrasing_files_say_which_line(tmp_path, content, cause):
     from milvus_rag.chunking import load_phrasings
 
     path = tmp_path / "p.jsonl"
     path.write_text(content)
-    with pytest.raises(RagError, match=message):
+    with pytest.raises(RagError) as caught:
         load_phrasings(path)
-    with pytest.raises(RagError, match="Cannot read the phrasings .*FileNotFoundError.*checkout"):
-        load_phrasings(tmp_path / "missing.jsonl")
+    assert str(caught.value) == (f"Line 1 of p.jsonl is not a phrasing record ({cause}): write "
+                                 '{"source": ..., "title": ..., "phrasings": [...]} on it.')  # fmt: skip
+    missing = tmp_path / "missing.jsonl"
+    with pytest.raises(RagError) as caught:
+        load_phrasings(missing)
+    assert str(caught.value).startswith(
+        f"Cannot read the phrasings {str(missing)!r} (FileNotFoundError"
+    )
+    assert str(caught.value).endswith(
+        "): check the file (the FAQ's, data/faq_phrasings.jsonl, is in this project's checkout)."
+    )
 
 
 # --------------------------------------------------------------------------- any document
@@ -438,3 +447,58 @@ def test_real_doc_entries_fit_the_model_and_lose_nothing(docs_dir):
     assert len(parts) > len(whole)
     words = lambda found: [w for e in found for w in body_of(e).split()]  # noqa: E731
     assert words(parts) == words(whole)
+
+
+def test_a_tutorial_pieces_title_is_its_whole_first_line(tmp_path):
+    """However long: ``errors.first_line`` cuts at 300 characters by default; a title is not cut."""
+    long_line = "Why " + "very " * 80 + "long?"
+    root = write_tree(tmp_path / "docs", {"en/faq/a.md": f"# {long_line}\n\nBecause."})
+    assert [piece.title for piece in tutorial_pieces(root)] == ["", long_line]
+
+
+def test_plain_text_blocks_fill_up_to_the_limit_and_keep_paragraphs_as_written():
+    """Blocks of a.txt hold at most limit - 70 characters (room for the heading path): here 100.
+    Paragraphs fill a block up to exactly that; a paragraph that fits is kept as written (tabs
+    too); a longer one is cut at spaces, keeping its own line breaks."""
+    body = lambda entry: entry.text.split("\n\n", 1)[1]  # noqa: E731
+    filled = ["a" * 49 + "\n\n" + "b" * 49, "c" * 10]
+    exact = "x\t" + "y" * 98  # 100 characters with a tab
+    lines = "\n".join(f"line {n:02d} " + "w" * 20 for n in range(10))  # 289 characters
+    text = "\n\n".join([*filled, exact, lines])
+    entries = document_entries([Document("a.txt", text)], limit=170)
+    assert [body(e) for e in entries[:3]] == [*filled, exact]
+    cut = [body(e) for e in entries[3:]]
+    assert all(len(b) <= 100 for b in cut) and cut[0].count("\n") == 3
+    assert " ".join(cut).split() == lines.split()
+    over = "z" * 50 + " " + "z" * 50  # 101 characters: cut
+    assert [body(e) for e in document_entries([Document("b.txt", over)], limit=170)] == [
+        "z" * 50, "z" * 50
+    ]  # fmt: skip
+
+
+def test_what_a_corpus_indexes_the_faq_by_default_and_a_folders_own_phrasings(tmp_path):
+    from milvus_rag.chunking import corpus_entries
+
+    milvus = write_tree(tmp_path / "milvus", {"en/faq/a.md": "# FAQ\n\n## Why?\n\nBecause.\n"})
+    suffix, entries, skipped, chunking = corpus_entries(open_corpus(str(milvus)))
+    assert (suffix, [e.title for e in entries], skipped) == ("faq", ["Why?"], [])
+    assert chunking == "FAQ entries, with phrasings"
+    phrasings = json.dumps({"source": "a.md", "title": "Q?", "phrasings": ["other words"]})
+    own = write_tree(tmp_path / "own", {"a.md": "# Q?\n\nA.\n", "phrasings.jsonl": phrasings})
+    _, entries, _, _ = corpus_entries(open_corpus(str(own)))
+    assert [(e.title, e.phrasings) for e in entries] == [("Q?", ("other words",))]
+
+
+def test_an_entry_exactly_at_the_limit_is_whole_and_a_long_heading_leaves_half_for_text():
+    text = "# Q?\n\n" + "word " * 30
+    whole = split_entries(text, "a.md", limit=len("Q?\n\n" + ("word " * 30).strip()))
+    assert [e.title for e in whole] == ["Q?"]
+    heading = "H" * 120  # the path takes 122 of the 200: each part still gets 100 for its text
+    paragraphs = [f"{n} " + "p" * 88 for n in range(3)]
+    parts = split_entries(f"# {heading}\n\n" + "\n\n".join(paragraphs), "a.md", limit=200)
+    assert [body_of(e) for e in parts] == paragraphs
+    assert parts[0].title == f"{heading} (part 1)"
+
+
+def test_a_front_matter_title_loses_only_its_quotes():
+    assert front_matter_title('---\ntitle: "XML and X"\n---\n# Body\n') == "XML and X"

@@ -212,7 +212,8 @@ def test_download_unreachable_server(tmp_path):
     assert message.startswith(f"Cannot download {url} (")
     assert "check the URL and the network" in message and "MILVUS_DOCS_ZIP" in message
     assert isinstance(err.__cause__, urllib.error.URLError)
-    assert str(err.__cause__.reason) in message  # e.g. "[Errno 111] Connection refused"
+    reason = err.__cause__.reason  # e.g. "[Errno 111] Connection refused"
+    assert message.startswith(f"Cannot download {url} ({reason}): check the URL")
     assert files_under(cache) == []
 
 
@@ -471,8 +472,8 @@ def test_empty_faq_files(tmp_path):
     empty = make_zip(tmp_path / "empty.zip", {"en/faq/a.md": "", "en/faq/b.md": "  \n\n"})
     folder = prepare_docs(str(empty), tmp_path / "cache")
     message = str(raised(faq_entries, folder))
-    assert f"The FAQ files in {folder} have no entries (they are empty" in message
-    assert "use the official docs zip" in message
+    assert message == (f"The FAQ files in {folder} have no entries (they are empty or hold only "
+                       "headings): use the official docs zip.")  # fmt: skip
     message = str(raised(tutorial_pieces, folder))
     assert f"The FAQ files in {folder} are empty" in message
     assert "use the official docs zip" in message
@@ -486,8 +487,9 @@ def test_markdown_that_is_not_utf8(tmp_path):
     folder = prepare_docs(str(latin1), tmp_path / "cache")
     for load in (faq_entries, tutorial_pieces):
         err = raised(load, folder)
-        assert str(err).startswith("latin1.md is not UTF-8 text (byte 5)")
-        assert "re-save it as UTF-8 or use the official docs zip" in str(err)
+        assert str(err) == (
+            "latin1.md is not UTF-8 text (byte 5): re-save it as UTF-8 or use the official docs zip."
+        )
         assert isinstance(err.__cause__, UnicodeDecodeError)
 
 
@@ -668,7 +670,8 @@ def test_a_folder_is_used_where_it_lies(tmp_path):
 @pytest.mark.parametrize(
     "name, label",
     [("Mes Résumés", "mes_resumes_"), ("2024 notes", "docs_2024_notes_"), ("___", "docs_"),
-     ("A" * 60, "a" * 28 + "_"), ("知识库", "docs_")],
+     ("A" * 60, "a" * 28 + "_"), ("知识库", "docs_"), ("  Notes!", "notes_"),
+     ("a1 notes", "a1_notes_"), ("a" * 27 + " tail", "a" * 27 + "_")],
 )  # fmt: skip
 def test_labels_are_short_lowercase_and_start_with_a_letter(name, label):
     made = corpus._label(name, "abcdef0123")
@@ -732,8 +735,10 @@ def test_a_folder_without_documents_is_refused(tmp_path):
     )
     bad = tree(tmp_path / "bad", {"a.md": b"\xff\xfe", "b.txt": b"\x00", "c.pdf": b"%PDF"})
     message = str(raised(documents, open_corpus(str(bad))))
-    assert message.startswith(f"No readable Markdown or text file (.md, .markdown, .txt) in {bad} "
-                              "(2 skipped, e.g. Skipped a.md: it is not UTF-8 text (byte 0); ")  # fmt: skip
+    assert message == (f"No readable Markdown or text file (.md, .markdown, .txt) in {bad} (2 "
+                       "skipped, e.g. Skipped a.md: it is not UTF-8 text (byte 0); re-save it as "
+                       "UTF-8): put your documents there, or give --docs (MILVUS_DOCS_ZIP) their "
+                       "folder.")  # fmt: skip
 
 
 def test_the_sample_documents_read_cleanly():
@@ -742,3 +747,76 @@ def test_the_sample_documents_read_cleanly():
     assert skipped == [] and len(docs) >= 3
     assert {Path(d.path).suffix for d in docs} >= {".md", ".txt"}
     assert any("/" in d.path for d in docs)
+
+
+def test_a_download_in_progress_is_a_part_file_beside_its_target(tmp_path, http_server, monkeypatch):
+    """Written as ``NAME.part*`` in the cache folder itself (made if missing): git ignores it
+    (``data/*.zip.part*``), and the finished file is renamed into place, never copied across."""
+    http_server.routes["/docs.zip"] = Route(zip_bytes(SMALL_DOCS))
+    cache = tmp_path / "data" / "cache"
+    seen = []
+    copy = corpus.shutil.copyfileobj
+
+    def watched(source, target, *args):
+        seen.extend(os.listdir(cache))
+        return copy(source, target, *args)
+
+    monkeypatch.setattr(corpus.shutil, "copyfileobj", watched)
+    assert fetch_zip(http_server.url("/docs.zip"), cache) == cache / "docs.zip"
+    assert len(seen) == 1 and seen[0].startswith("docs.zip.part"), seen
+    assert files_under(cache) == ["docs.zip"]
+
+
+def test_a_server_that_never_answers_ends_in_a_sentence(tmp_path, monkeypatch):
+    """It accepts the connection and sends nothing: after DOWNLOAD_TIMEOUT_S, one sentence."""
+    monkeypatch.setattr(corpus, "DOWNLOAD_TIMEOUT_S", 0.2)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/{ZIP_NAME}"
+        message = str(raised(fetch_zip, url, tmp_path / "cache"))
+    assert message.startswith(f"Cannot download {url} (timed out): check the URL and the network")
+    assert files_under(tmp_path / "cache") == []
+
+
+def test_a_document_of_exactly_the_size_limit_is_read_and_a_broken_link_is_unreadable(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(corpus, "MAX_FILE_BYTES", 16)
+    folder = tree(tmp_path / "docs", {"limit.md": "x" * 16, "over.md": "x" * 17})
+    (folder / "gone.md").symlink_to(tmp_path / "outside" / "gone.md")
+    docs, skipped = documents(open_corpus(str(folder)))
+    assert docs == [Document("limit.md", "x" * 16)]
+    assert skipped[0].startswith("Skipped gone.md: it cannot be read (FileNotFoundError: ")
+    assert skipped[1].startswith("Skipped over.md: it is larger than the ")
+
+
+def test_the_limits_are_inclusive_and_unzipping_stages_in_a_hidden_folder_beside_the_target(
+    tmp_path, monkeypatch
+):
+    """A zip exactly at the total and ratio limits is unzipped; into a cache folder not yet
+    made, through a hidden staging folder beside the target (renamed into place, not copied)."""
+    archive = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# Q?\n" + "Answer. " * 500})
+    info = zipfile.ZipFile(archive).getinfo("en/faq/a.md")
+    monkeypatch.setattr(corpus, "MAX_TOTAL_BYTES", info.file_size)
+    monkeypatch.setattr(corpus, "MAX_RATIO", info.file_size / info.compress_size)
+    staged = []
+    unzip = zipfile.ZipFile.extractall
+
+    def watched(self, path, members=None):
+        staged.append(Path(path))
+        return unzip(self, path, members)
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", watched)
+    cache = tmp_path / "data" / "cache"
+    assert extract(archive, cache) == Corpus(cache / "milvus_docs", "", True)
+    assert [(p.parent, p.name.startswith(".milvus_docs.")) for p in staged] == [(cache, True)]
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_url_is_downloaded_whichever_its_scheme(tmp_path, monkeypatch, scheme):
+    local = make_zip(tmp_path / "docs.zip", {"en/faq/a.md": "# A\n"})
+    fetched = []
+    monkeypatch.setattr(corpus, "fetch_zip", lambda url, cache: fetched.append(url) or local)
+    url = f"{scheme}://example.invalid/docs.zip"  # never contacted: fetch_zip is replaced
+    assert open_corpus(url, tmp_path / "cache").is_milvus_docs and fetched == [url]

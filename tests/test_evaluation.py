@@ -2,16 +2,19 @@
 
 import json
 import math
+import re
+import time
 
 import numpy as np
 import pytest
+from support.fakes import FakeEmbedding
 
 from milvus_rag import evaluation, index
 from milvus_rag.chunking import Entry
 from milvus_rag.config import collections, project_root
 from milvus_rag.errors import RagError
-from milvus_rag.evaluation import DEPTH, HIT_WINDOW, Question, Result
-from milvus_rag.search import Hit
+from milvus_rag.evaluation import DEPTH, HIT_WINDOW, METRICS, Question, Result
+from milvus_rag.search import STRATEGIES, Hit
 
 
 def result(name: str, ranks: list, description: str = "") -> Result:
@@ -94,8 +97,11 @@ def test_the_default_is_the_simplest_candidate_within_the_best_ones_intervals():
         "entry-dense"  # both lie within: the simpler one
     )
     chosen, why = evaluation.choose_default({r.strategy: r for r in (far, best)})
-    assert chosen == "entry-hybrid-weighted" and "best MRR" in why
-    assert evaluation.choose_default({"tutorial-dense": result("tutorial-dense", [1])})[0] is None
+    assert chosen == "entry-hybrid-weighted"
+    assert why == "the best MRR, and no simpler candidate lies within all its 95% intervals"
+    assert evaluation.choose_default({"tutorial-dense": result("tutorial-dense", [1])}) == (
+        None, "no candidate strategy was run"
+    )  # fmt: skip
 
 
 def test_the_default_must_lie_within_every_interval_not_just_one():
@@ -220,3 +226,146 @@ def test_the_project_question_sets_load_and_do_not_overlap():
     test = evaluation.load_questions(root / "data" / "eval" / "test.jsonl")
     assert (len(dev), len(test)) == (62, 121)  # the n of the README's figures
     assert not {q.q.lower() for q in dev} & {q.q.lower() for q in test}
+
+
+def test_compare_lists_each_metric_then_the_questions_gained():
+    a = result("a", [1] * 60 + [None] * 40)
+    b = result("b", [1] * 55 + [None] * 45)
+    figure = r"[+-]\d\.\d{3} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]"
+    line = evaluation.compare(a, b)
+    assert re.fullmatch(rf"a vs b: hit@1 {figure}, hit@3 {figure}, mrr {figure} "
+                        r"\(\+5 of 100 questions at rank 1\)", line), line  # fmt: skip
+
+
+def test_evaluate_searches_each_strategys_collection_and_times_it(monkeypatch):
+    """Without Milvus: the tutorial's strategies search the tutorial's collection, the others
+    the entries'; each gets DEPTH hits per question, its description, and its searching time."""
+    names = collections("fake")
+    calls = []
+
+    def fake_search(client, collection, embedding, questions, k, strategy):
+        calls.append((collection, k, strategy))
+        time.sleep(0.01)
+        return [[Hit(f"{q} gold", 1.0, "a.md", "T")] for q in questions]
+
+    monkeypatch.setattr(evaluation.search, "search", fake_search)
+    questions = [Question("q1", "gold"), Question("q2", "nope")]
+    strategies = ["tutorial-dense", "entry-bm25"]
+    results = evaluation.evaluate(None, names, FakeEmbedding(), questions, strategies)
+    assert calls == [(names.eval_tutorial, DEPTH, "tutorial-dense"),
+                     (names.eval_entries, DEPTH, "entry-bm25")]  # fmt: skip
+    for name in strategies:
+        found = results[name]
+        assert (found.strategy, found.description) == (name, STRATEGIES[name].description)
+        assert found.ranks == [1, None] and 0.01 <= found.seconds < 5
+
+
+def test_the_default_is_the_best_by_mrr_not_the_last_by_name():
+    best = result("entry-hybrid-rrf", [1] * 90 + [2] * 10)
+    far = result("entry-hybrid-weighted", [1] * 40 + [None] * 60)
+    assert evaluation.choose_default({r.strategy: r for r in (best, far)})[0] == "entry-hybrid-rrf"
+
+
+def test_the_text_table_has_a_header_timings_and_a_legend():
+    slow = Result("entry-dense", "d", [2, 2], [[], []], seconds=3.0)  # 1,500 ms per question
+    results = {"entry-dense": slow, "entry-bm25": result("entry-bm25", [1])}
+    lines = evaluation.format_table(results, default="entry-dense").splitlines()
+    assert lines[0].split() == ["strategy", "n", "hit@1", "hit@3", "mrr", "ms/q"]
+    assert lines[1] == "-" * len(lines[0])
+    assert lines[2].split()[-2:] == ["1500", "*"]
+    assert lines[-1] == ("[low, high]: 95% bootstrap interval over questions; "
+                         "* the default (search.DEFAULT_STRATEGY)")  # fmt: skip
+    without = evaluation.format_table(results, default="entry-phrasings-dense").splitlines()
+    assert without[-1] == "[low, high]: 95% bootstrap interval over questions"
+    assert not any(line.endswith("*") for line in without)
+
+
+def test_the_markdown_caption_without_a_label_and_without_results():
+    results = {"entry-dense": result("entry-dense", [2, 2])}
+    assert evaluation.format_markdown(results).splitlines()[-1].startswith("n = 2 questions; ")
+    assert evaluation.format_markdown({}).splitlines()[-1].startswith("n = 0 questions; ")
+
+
+def test_write_hits_writes_one_utf8_json_line_per_question(tmp_path):
+    r = Result("s", "s", [1, 2], [[Hit("café", 1.0, "a.md", "T")], [Hit("b", 1.0, "a.md", "U")]])
+    out = tmp_path / "hits.jsonl"
+    questions = [Question("q1", "g"), Question("q2", "g")]
+    evaluation.write_hits(out, questions, r, k=1)
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["hits"] for line in lines] == [["café"], ["b"]]
+    assert '"café"' in lines[0]  # readable as written, not \u escapes
+    missing = tmp_path / "missing" / "x.jsonl"
+    with pytest.raises(RagError, match=f"Cannot write '{re.escape(str(missing))}'"):
+        evaluation.write_hits(missing, questions, r, 2)
+
+
+def test_a_result_with_another_question_set_is_refused_not_misaligned(tmp_path):
+    r = Result("s", "s", [1, 3], [[Hit("t", 1.0, "a.md", "T")]] * 2)
+    three = [Question(q, "g") for q in ("one", "two", "three")]
+    with pytest.raises(ValueError):
+        evaluation.misses(r, three)
+    with pytest.raises(ValueError):
+        evaluation.write_hits(tmp_path / "hits.jsonl", three, r, 1)
+
+
+def test_the_plot_draws_each_figure_as_a_bar_with_its_interval_grouped_by_strategy():
+    from matplotlib.container import BarContainer
+
+    results = {"entry-dense": result("entry-dense", [1] * 6 + [2] * 2 + [None] * 2),
+               "entry-bm25": result("entry-bm25", [1] * 3 + [3] * 5 + [None] * 2)}  # fmt: skip
+    axes = evaluation.plot(results).axes[0]
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == list(METRICS)
+    bottom, top = axes.get_ylim()
+    assert bottom == 0 and 1 <= top <= 1.1  # shares, from 0 to 1 (MRR too)
+    groups = [c for c in axes.containers if isinstance(c, BarContainer)]
+    assert len(groups) == len(METRICS)
+    for n, name in enumerate(results):
+        bars = [group.patches[n] for group in groups]  # the strategy's bars, metric by metric
+        assert [bar.get_height() for bar in bars] == [results[name].value(m) for m in METRICS]
+        edges = [(bar.get_x(), bar.get_x() + bar.get_width()) for bar in bars]
+        assert n - 0.45 < edges[0][0] and edges[-1][1] < n + 0.45  # around the strategy's tick
+        assert all(
+            right <= left + 1e-9 for (_, right), (left, _) in zip(edges, edges[1:], strict=False)
+        )
+        for group, metric in zip(groups, METRICS, strict=True):
+            (_, low), (_, high) = group.errorbar.lines[2][0].get_segments()[n]
+            assert (low, high) == pytest.approx(results[name].interval(metric))
+
+
+def test_an_empty_result_scores_zero():
+    assert result("s", []).metrics == {"n": 0, "hit@1": 0.0, "hit@3": 0.0, "mrr": 0.0}
+
+
+def test_building_for_other_strategies_recreates_the_collection_and_drop_removes_it(
+    tmp_path, lite_uri, fake_embedding
+):
+    """A dense-only collection, then a run that needs BM25 on the same names: rebuilt with its
+    BM25 field (not refused as another pipeline's); dropping leaves no evaluation collection."""
+    faq = tmp_path / "docs" / "en" / "faq"
+    faq.mkdir(parents=True)
+    (faq / "a.md").write_text("# A FAQ\n\n## Why?\n\nBecause.\n\n## How?\n\nLike this.\n")
+    names, client = collections("r"), index.connect(lite_uri)
+    evaluation.build_collections(client, names, fake_embedding, tmp_path / "docs", ["entry-dense"])
+    evaluation.build_collections(client, names, fake_embedding, tmp_path / "docs", ["entry-bm25"])
+    assert "sparse" in {f["name"] for f in client.describe_collection(names.eval_entries)["fields"]}
+    evaluation.drop_collections(client, names)
+    assert not client.has_collection(names.eval_entries)
+
+
+def test_bad_question_files_show_the_line_to_write(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text("not json\n")
+    with pytest.raises(RagError) as caught:
+        evaluation.load_questions(path)
+    assert str(caught.value) == (
+        'Line 1 of q.jsonl is not valid JSON (Expecting value): write {"q": ..., "gold": ...} on it.'
+    )
+    missing = tmp_path / "nope.jsonl"
+    with pytest.raises(RagError, match=f"^The question file '{re.escape(str(missing))}' does not "):
+        evaluation.load_questions(missing)
+
+
+def test_the_same_values_give_the_same_interval_every_time():
+    """The README's intervals can be regenerated exactly: the resampling has a fixed seed."""
+    values = np.array([1.0, 0.0, 0.0, 1.0, 1.0] * 20)
+    assert evaluation.bootstrap_interval(values) == evaluation.bootstrap_interval(values.copy())

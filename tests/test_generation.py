@@ -207,7 +207,10 @@ def test_a_url_that_is_not_http_is_one_sentence(monkeypatch, canary_key, base_ur
     with pytest.raises(RagError) as info:
         endpoint(base_url)
     message = str(info.value)
-    assert message.startswith(f"LLM_BASE_URL={base_url!r} is not an http(s) URL")
+    assert message == (
+        f"LLM_BASE_URL={base_url!r} is not an http(s) URL: set it to an OpenAI-compatible "
+        "endpoint such as https://api.openai.com/v1 or http://localhost:11434/v1."
+    )
     assert canary_key not in message
     one_sentence(message)
 
@@ -240,10 +243,11 @@ def terminal(monkeypatch):
     """Someone at a terminal: ``getpass`` records that it was called and types ``typed``."""
     import getpass
 
-    state = SimpleNamespace(asked=0, typed="  typed-key-123  ")
+    state = SimpleNamespace(asked=0, typed="  typed-key-123  ", prompt=None)
 
     def fake_getpass(prompt="Password: ", stream=None):
         state.asked += 1
+        state.prompt = prompt
         if state.typed is None:
             raise EOFError("no one to ask")
         return state.typed
@@ -268,9 +272,10 @@ def test_asks_for_a_key_only_for_https_when_interactive(
     terminal, capsys, base_url, interactive, typed, key
 ):
     terminal.typed = typed
-    assert endpoint(base_url, interactive=interactive)[1] == key
+    ask = {"interactive": True} if interactive else {}  # not interactive unless asked to be
+    assert endpoint(base_url, **ask)[1] == key
     asked = interactive and base_url.startswith("https")
-    assert terminal.asked == asked
+    assert terminal.asked == asked and terminal.prompt == ("API key: " if asked else None)
     notice = capsys.readouterr().out
     assert (f"No LLM_API_KEY for {base_url}: type it (hidden)" in notice) is asked
     assert "typed-key" not in notice
@@ -304,6 +309,12 @@ EXPECTED = {
     503: f"failed with a server error (HTTP 503 after {MAX_RETRIES} retries;",
 }
 ATTEMPTS = {400: 1, 404: 1, 429: 1 + MAX_RETRIES, 503: 1 + MAX_RETRIES}
+ADVICE = {  # what the sentence tells the user to do, after the server's words
+    400: "check LLM_MODEL, LLM_MAX_TOKENS and the question against what the endpoint accepts.",
+    404: "set LLM_MODEL to a model it serves and check LLM_BASE_URL (it usually ends in /v1).",
+    429: "wait a minute and run again, or use a higher plan or another endpoint.",
+    503: "try again later or use another endpoint.",
+}
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -329,9 +340,8 @@ def test_an_http_error_is_one_sentence_with_the_servers_words(failing_endpoint, 
     with pytest.raises(RagError) as info:
         ask(url, stream)
     message = str(info.value)
-    assert message.startswith(
-        f"The LLM endpoint {url} {EXPECTED[status]} it said: {SAID[status]}):"
-    )
+    said, advice = SAID[status], ADVICE[status]
+    assert message == f"The LLM endpoint {url} {EXPECTED[status]} it said: {said}): {advice}"
     one_sentence(message)
     assert len(handler.requests) == ATTEMPTS[status]  # the client's own retries, none of ours
 
@@ -363,7 +373,10 @@ def test_an_unreachable_endpoint_is_one_sentence_with_the_cause(quick_retries, s
         ask(url, stream)
     message = str(info.value)
     assert message.startswith(f"Cannot reach the LLM endpoint {url} (ConnectError: ")
-    assert "refused" in message.lower() and "LLM_BASE_URL" in message
+    assert "refused" in message.lower()
+    assert message.endswith(
+        "): check LLM_BASE_URL and your network, and that the server is running."
+    )
     one_sentence(message)
 
 
@@ -491,3 +504,12 @@ def test_the_stream_is_closed_when_it_fails_and_when_answer_is_left_early():
     assert next(pieces) == "a"
     pieces.close()
     assert stream.closed == 1
+
+
+@pytest.mark.parametrize("body", [{"error": {"message": "the words"}}, {"message": "the words"}])
+def test_the_servers_words_are_found_in_either_shape_of_error_body(body):
+    """OpenAI nests them under "error"; some compatible servers do not."""
+    err = openai.APIError("Error code: 400", request=None, body=body)  # type: ignore[arg-type]
+    with pytest.raises(RagError, match=r"reported an error while answering \(it said: the words\)"):
+        with llm_errors("http://llm.invalid/v1", "m"):
+            raise err

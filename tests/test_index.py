@@ -130,7 +130,10 @@ def test_check_collection_refuses_another_model_naming_both(client, fake_embeddi
     with pytest.raises(RagError) as caught:
         index.check_collection(client, "c", OtherModel())
     assert fake_embedding.name in str(caught.value) and OtherModel.name in str(caught.value)
-    assert "ingest" in str(caught.value) and "EMBEDDING_MODEL" in str(caught.value)
+    assert str(caught.value).endswith(
+        ": re-embed it with python -m milvus_rag ingest (same EMBEDDING_MODEL), or set "
+        "EMBEDDING_MODEL to the model that built it."
+    )
 
 
 def test_a_collection_of_another_dimension_is_refused_by_check_and_rebuilt_by_sync(
@@ -146,10 +149,11 @@ def test_a_collection_of_another_dimension_is_refused_by_check_and_rebuilt_by_sy
 def test_open_existing_loads_what_an_earlier_session_left(lite_uri, fake_embedding):
     first = index.connect(lite_uri)
     index.sync(first, "c", fake_embedding, [Entry("T\n\nanswer", "a.md", "T")])
+    index.sync(first, "d", fake_embedding, [Entry("U\n\nother", "b.md", "U")])
     index.release(lite_uri)  # a new session: the collection starts released
     client = index.connect(lite_uri)
-    said = index.open_existing(client, ["c", "absent"], fake_embedding)
-    assert said == "From an earlier run, loaded for search: c (1 rows)."
+    said = index.open_existing(client, ["c", "absent", "d"], fake_embedding)
+    assert said == "From an earlier run, loaded for search: c (1 rows), d (1 rows)."
     hits = client.search("c", data=fake_embedding.encode_queries(["answer"]), anns_field="dense",
                          limit=1, output_fields=["title"])  # fmt: skip
     assert hits[0][0]["entity"]["title"] == "T"
@@ -193,6 +197,11 @@ def test_bm25_needs_milvus_2_5(reported, refused):
             index.require(_Server(reported), "BM25 full-text search")
     else:
         index.require(_Server(reported), "BM25 full-text search")
+
+
+def test_a_bm25_collection_is_refused_on_milvus_2_4_before_anything_is_changed():
+    with pytest.raises(RagError, match=r"BM25 full-text search needs Milvus 2\.5"):
+        index.create_collection(_Server("v2.4.9"), "c", 8, bm25=True)  # no other call made
 
 
 def test_the_same_entry_in_two_files_is_two_entries():
@@ -291,3 +300,81 @@ def test_no_progress_bar_for_texts_the_model_has_already_embedded(capfd, fake_em
     again = index.embed_documents(model, ["b", "a"])
     assert capfd.readouterr().err == "" and len(again) == 2
     assert fake_embedding.embedded == ["a", "b"]  # each text embedded once
+
+
+@pytest.mark.parametrize("lock_file", [False, True])
+def test_a_lite_failure_is_blamed_on_another_process_only_when_one_holds_the_lock(tmp_path, lock_file):
+    """No lock file, or one that nobody holds: the failure's own cause and advice, not
+    "open in another process" (which the held-lock test above covers)."""
+    uri = tmp_path / "free.db"
+    if lock_file:
+        uri.mkdir()
+        (uri / "LOCK").write_text("")
+    with pytest.raises(RagError) as caught:
+        with index.milvus_errors(str(uri)):
+            raise RuntimeError("no space left")
+    assert str(caught.value) == (
+        f"Cannot open Milvus at {str(uri)!r} (RuntimeError: no space left): check that the "
+        "folder is writable, or set MILVUS_LITE_PATH to another .db path."
+    )
+
+
+def test_bm25_is_refused_on_a_collection_built_without_it_and_kept_on_one_built_with_it(
+    client, fake_embedding
+):
+    entries = [Entry("T\n\nanswer", "a.md", "T")]
+    index.sync(client, "with", fake_embedding, entries, bm25=True)
+    assert index.sync(client, "with", fake_embedding, entries, bm25=True)["added"] == 0
+    index.sync(client, "without", fake_embedding, entries)
+    with pytest.raises(RagError) as caught:
+        index.sync(client, "without", fake_embedding, entries, bm25=True)
+    assert str(caught.value) == (
+        "Collection 'without' was built by another pipeline or version (its fields differ): "
+        "rebuild it (python -m milvus_rag ingest --rebuild) or set MILVUS_COLLECTION to another "
+        "name."
+    )
+
+
+class _NoProperties:
+    """A client whose engine cannot alter collection properties (as the deprecated
+    milvus-lite 2.5, which answers UNIMPLEMENTED), or fails to with ``error``."""
+
+    def __init__(self, client, error: Exception):
+        self._client, self._error = client, error
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def alter_collection_properties(self, *args, **kwargs):
+        raise self._error
+
+
+def test_an_engine_that_cannot_record_what_built_a_collection_still_syncs(client, fake_embedding):
+    entries = [Entry("T\n\nanswer", "a.md", "T")]
+    old = _NoProperties(client, Exception("<_InactiveRpcError: StatusCode.UNIMPLEMENTED>"))
+    assert index.sync(old, "c", fake_embedding, entries)["added"] == 1
+    assert index.built_by(client, "c") == {}
+    index.check_collection(old, "c", fake_embedding)  # only the dimension is checked there
+    failing = _NoProperties(client, RuntimeError("disk full"))
+    with pytest.raises(RuntimeError, match="disk full"):
+        index.sync(failing, "d", fake_embedding, entries)
+
+
+def test_the_tutorials_own_collection_is_checked_by_the_dimension_of_its_vector_field(
+    client, fake_embedding
+):
+    client.create_collection("t8", dimension=8)  # quick setup: the vectors are in "vector"
+    assert index.mismatch(client, "t8", fake_embedding) == (
+        f"holds 8-d vectors, but {fake_embedding.name} makes 256-d ones"
+    )
+
+
+def test_sync_shows_a_bar_only_for_rows_the_model_has_not_embedded_yet(client, capfd, fake_embedding):
+    from milvus_rag.embedding import Embedding
+
+    model = Embedding(fake_embedding, "fake", fake_embedding.dim)
+    entries = [Entry("T\n\nanswer", "a.md", "T")]
+    index.sync(client, "c", model, entries)
+    assert "1/1" in capfd.readouterr().err
+    index.sync(client, "c", model, entries, rebuild=True)  # the same text again: cached
+    assert capfd.readouterr().err == ""

@@ -101,9 +101,10 @@ def test_bad_questions_k_and_strategies_are_refused(built):
         search.search(client, NAMES.eval_entries, embedding, ["q", "  "], 3, "entry-dense")
     with pytest.raises(RagError, match="k must be at least 1"):
         search.search(client, NAMES.eval_entries, embedding, ["q"], 0, "entry-dense")
-    with pytest.raises(RagError, match="Unknown retrieval strategy 'views'.*entry-dense"):
+    names = ", ".join(search.STRATEGIES)  # the user is told every name, in a readable list
+    with pytest.raises(RagError, match=f"Unknown retrieval strategy 'views': use one of {names}."):
         search.search(client, NAMES.eval_entries, embedding, ["q"], 3, "views")
-    with pytest.raises(TypeError, match=r"pass \[question\]"):
+    with pytest.raises(TypeError, match=r"^questions is a list of questions: pass \[question\]"):
         search.search(client, NAMES.eval_entries, embedding, "q", 3, "entry-dense")
 
 
@@ -146,3 +147,53 @@ def test_phrasings_find_their_entry_and_one_hit_per_entry(lite_uri, docs_dir, fa
     plain = search.search(client, names.eval_entries, fake_embedding, ["zz licence fee qq"], 61,
                           "entry-dense")[0]  # fmt: skip
     assert len(plain) == 61 == len(chunking.faq_entries(docs_dir))
+
+
+@pytest.fixture(scope="module")
+def phrased(tmp_path_factory):
+    """Three entries, one with a phrasing of its question, BM25 on: a collection shared by the
+    tests of which rows each strategy searches."""
+    uri = str(tmp_path_factory.mktemp("phrased") / "phrased.db")
+    entries = [Entry("Licence\n\nThe licence fee is zero.", "faq.md", "Licence",
+                     phrasings=("zz licence fee qq",)),
+               Entry("Storage\n\nData lives in MinIO.", "faq.md", "Storage"),
+               Entry("Speed\n\nA search takes milliseconds.", "faq.md", "Speed")]  # fmt: skip
+    client, embedding = index.connect(uri), FakeEmbedding()
+    index.sync(client, "phrased", embedding, entries, bm25=True)
+    yield client, embedding
+    index.release(uri)
+
+
+@pytest.mark.parametrize("strategy", ["entry-dense", "entry-bm25", "entry-hybrid-rrf",
+                                      "entry-hybrid-weighted", "entry-phrasings-dense"])  # fmt: skip
+def test_each_entry_is_one_hit_and_only_phrasings_match_phrasings(phrased, strategy):
+    """A question worded as an entry's phrasing: only ``phrasings`` matches the phrasing itself
+    (an exact match, score 1); the others see the entries' own rows, so BM25 finds only the entry
+    holding its words and dense scores no exact match. No entry is ever listed twice."""
+    client, embedding = phrased
+    hits = search.search(client, "phrased", embedding, ["zz licence fee qq"], 4, strategy)[0]
+    assert hits[0].title == "Licence" and hits[0].text == "Licence\n\nThe licence fee is zero."
+    assert len({hit.text for hit in hits}) == len(hits), "an entry listed twice"
+    assert len(hits) == {"entry-bm25": 1}.get(strategy, 3)
+    if strategy == "entry-phrasings-dense":
+        assert hits[0].score == pytest.approx(1.0)
+    elif strategy == "entry-dense":
+        assert hits[0].score < 0.9
+
+
+def test_to_hits_takes_a_missing_text_as_empty_and_strips_only_heading_marks():
+    raw = [{"distance": 0.5, "entity": {}},
+           {"distance": 0.4, "entity": {"text": "XML # and JSON\n\nBoth."}}]  # fmt: skip
+    assert search.to_hits(raw) == [search.Hit("", 0.5, "?", "(empty piece)"),
+                                   search.Hit(raw[1]["entity"]["text"], 0.4, "?", "XML # and JSON")]  # fmt: skip
+
+
+def test_the_tutorial_strategies_search_the_tutorials_own_pieces(built, docs_dir):
+    from milvus_rag.chunking import tutorial_pieces
+
+    client, embedding = built
+    pieces = {piece.text for piece in tutorial_pieces(docs_dir)}
+    for strategy in ("tutorial-dense", "tutorial-bm25"):
+        hits = search.search(client, NAMES.eval_tutorial, embedding, ["How does Milvus flush data?"],
+                             5, strategy)[0]  # fmt: skip
+        assert len(hits) == 5 and all(hit.text in pieces for hit in hits), strategy
