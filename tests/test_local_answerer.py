@@ -133,6 +133,30 @@ def test_markup_is_dropped():
     )
 
 
+def test_an_entrys_title_line_is_not_part_of_the_answer():
+    """Entries start with their heading path (a line with no question mark, in a user's own
+    docs) and a .txt block with its first line as title: neither is quoted as a sentence. A
+    passage of one paragraph has no title line, and is quoted whole."""
+    from milvus_rag.chunking import document_entries
+    from milvus_rag.corpus import Document
+
+    docs = [Document("guide.md", "# Installing the gateway\n\n## Rotating the keys\n\n"
+                     "Keys expire after ninety days. Run the rotate command, then restart it.\n"),
+            Document("backups.txt", "Backups run every night and are kept for a month.\n\n"
+                     "Restores are done by the on-call engineer.\n")]  # fmt: skip
+    texts = [entry.text for entry in document_entries(docs)]
+    assert answer_to(texts[:1], "how do I rotate the keys") == (
+        "Keys expire after ninety days. Run the rotate command, then restart it. [1]"
+    )
+    assert answer_to(texts[1:], "when do backups run") == (
+        "Backups run every night and are kept for a month. Restores are done by the on-call "
+        "engineer. [1]"
+    )
+    assert answer_to(["Keys expire after ninety days on every gateway."], "keys?") == (
+        "Keys expire after ninety days on every gateway. [1]"
+    )
+
+
 def test_a_passage_with_only_markup_is_skipped_for_the_next():
     context = "[1] # Insert Data\n| a | b |\n\n[2] Milvus keeps inserted data in object storage."
     assert extract_answer(context, "Where?") == "Milvus keeps inserted data in object storage. [2]"

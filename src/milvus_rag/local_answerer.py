@@ -22,11 +22,14 @@ _MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")  # [words](url), ![alt](
 _NOT_PROSE = re.compile(r"[#|<]|```|[a-z_]+: ")  # heading, table, tag, code, "id: ..." header
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 _WORD = re.compile(r"[a-z0-9]+")
+_TITLE_LINE = re.compile(r"\A\s*\S[^\n]*\n[ \t]*\n(?=\s*\S)")  # a first line, a blank one, more
 
 
 def _sentences(text: str) -> list[str]:
-    """Plain sentences of markdown, each once: no headings, tables, tags, questions, links."""
-    plain = _MARKDOWN_LINK.sub(r"\1", text)
+    """Plain sentences of a passage's markdown, each once: no title (its first line, when a blank
+    line follows: an entry's heading path, a piece's heading), headings, tables, tags, questions
+    or links."""
+    plain = _MARKDOWN_LINK.sub(r"\1", _TITLE_LINE.sub("", text, count=1))
     lines = (line.strip().lstrip("-*>").strip() for line in plain.splitlines())
     prose = (line for line in lines if line and not _NOT_PROSE.match(line))
     sentences = [s.strip() for line in prose for s in _SENTENCE_END.split(line)]
