@@ -12,13 +12,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from milvus_rag.chunking import link_words
+
 MODEL_NAME = "local-extractive"
 MAX_SENTENCES = 5
 
 _PROMPT = re.compile(r"(?sm)^<context>\n(.*)\n</context>\n<question>\n(.*)\n</question>\s*\Z")
 _NUMBERED = re.compile(r"^\[(\d+)\] ", re.M)  # a passage as generation.build_messages starts it
 _FAQ_TITLE = re.compile(r"\n(?=[ \t]*#*[ \t]*[^\n]{0,199}\?[ \t]*$)", re.M)  # a line: "Why...?"
-_MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")  # [words](url), ![alt](image)
 _NOT_PROSE = re.compile(r"[#|<]|```|[a-z_]+: ")  # heading, table, tag, code, "id: ..." header
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9`\"'(])")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -29,7 +30,7 @@ def _sentences(text: str) -> list[str]:
     """Plain sentences of a passage's markdown, each once: no title (its first line, when a blank
     line follows: an entry's heading path, a piece's heading), headings, tables, tags, questions
     or links."""
-    plain = _MARKDOWN_LINK.sub(r"\1", _TITLE_LINE.sub("", text, count=1))
+    plain = link_words(_TITLE_LINE.sub("", text, count=1))
     lines = (line.strip().lstrip("-*>").strip() for line in plain.splitlines())
     prose = (line for line in lines if line and not _NOT_PROSE.match(line))
     sentences = [s.strip() for line in prose for s in _SENTENCE_END.split(line)]
