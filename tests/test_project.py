@@ -1,6 +1,9 @@
 """The project's own files agree with each other: requirements, pyproject, Colab pins."""
 
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -120,3 +123,23 @@ def test_executed_copies_of_the_notebook_are_neither_committed_nor_collected():
         assert any(fnmatch(path, glob) for glob in globs), path
     testpaths = pyproject()["tool"]["pytest"]["ini_options"]["testpaths"]
     assert "notebooks" not in testpaths  # only the notebook itself, not the folder's copies
+
+
+def test_importing_the_package_loads_no_heavy_library_and_leaves_the_environment_alone():
+    """Every module imports in a fresh process without pymilvus (which reads MILVUS_URI at
+    import and refuses a path there), the LLM client, the model's runtimes or the notebook's
+    display libraries, and without touching ``os.environ``: each loads those when it needs them."""
+    modules = sorted(p.stem for p in (REPO / "src" / "milvus_rag").glob("*.py") if p.stem != "__main__")
+    heavy = ("pymilvus", "openai", "torch", "onnxruntime", "transformers", "tokenizers",
+             "matplotlib", "tqdm", "IPython")  # fmt: skip
+    script = (
+        "import importlib, os, sys\n"
+        "before = dict(os.environ)\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module('milvus_rag' if name == '__init__' else 'milvus_rag.' + name)\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules), dict(os.environ) == before)\n"
+    )
+    env = {**os.environ, "MILVUS_URI": "./milvus_demo.db"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[] True", done.stdout + done.stderr
