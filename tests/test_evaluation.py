@@ -369,3 +369,18 @@ def test_the_same_values_give_the_same_interval_every_time():
     """The README's intervals can be regenerated exactly: the resampling has a fixed seed."""
     values = np.array([1.0, 0.0, 0.0, 1.0, 1.0] * 20)
     assert evaluation.bootstrap_interval(values) == evaluation.bootstrap_interval(values.copy())
+
+
+def test_each_collection_holds_the_chunking_its_strategies_search(docs_dir, lite_uri, fake_embedding):
+    """The tutorial's strategies get the tutorial's pieces (72 here, empty ones included), the
+    entries' strategies one row per FAQ entry (no phrasings given)."""
+    from milvus_rag.chunking import faq_entries, tutorial_pieces
+
+    names = collections("k")
+    client = index.connect(lite_uri)
+    evaluation.build_collections(client, names, fake_embedding, docs_dir, ["tutorial-dense", "entry-dense"])
+    rows = {name: client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
+            for name in (names.eval_tutorial, names.eval_entries)}  # fmt: skip
+    assert rows == {names.eval_tutorial: len({(p.source, p.text) for p in tutorial_pieces(docs_dir)}),
+                    names.eval_entries: len(faq_entries(docs_dir))}  # fmt: skip
+    assert rows[names.eval_tutorial] != rows[names.eval_entries]

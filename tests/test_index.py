@@ -1,5 +1,6 @@
 """The Milvus side on Milvus Lite: connect, schema, content-keyed sync, clear refusals."""
 
+import json
 import re
 import subprocess
 import sys
@@ -175,6 +176,48 @@ def test_the_default_schema_has_no_bm25_and_bm25_is_added_on_request(client):
     assert "sparse" not in {f["name"] for f in dense_only["fields"]}
     assert not dense_only.get("functions")
     assert "sparse" in {f["name"] for f in with_bm25["fields"]}
+
+
+def test_the_schema_is_the_one_the_readme_describes(client):
+    """Ids given (content ids), no dynamic fields, Strong consistency, text fields as long as
+    Milvus allows (file paths 1,024), a FLAT inner-product index; with BM25, the analyzer
+    (standard tokens, lower case, Lucene's stop words) and the function feeding ``sparse``."""
+    index.create_collection(client, "dense_only", 8)
+    index.create_collection(client, "with_bm25", 8, bm25=True)
+    described = client.describe_collection("with_bm25")
+    assert (described["auto_id"], described["enable_dynamic_field"]) == (False, False)
+    assert described["consistency_level_name"] == "Strong"
+    params = {f["name"]: f["params"] for f in described["fields"]}
+    assert {name: p.get("max_length") for name, p in params.items() if "max_length" in p} == {
+        "text": 65535, "search_text": 65535, "source": 1024, "title": 65535, "section": 65535}
+    assert json.loads(params["search_text"]["analyzer_params"]) == {
+        "tokenizer": "standard",
+        "filter": ["lowercase", {"type": "stop", "stop_words": index.BM25_STOP_WORDS}]}
+    assert params["search_text"]["enable_analyzer"] in (True, "true")
+    [function] = described["functions"]
+    assert function["name"] == "search_text_bm25" and "search_text" in function["input_field_names"]
+    indexes = {i: client.describe_index("with_bm25", i) for i in client.list_indexes("with_bm25")}
+    assert {i: (d["index_type"], d["metric_type"]) for i, d in indexes.items()} == {
+        "dense": ("FLAT", "IP"), "sparse": ("SPARSE_INVERTED_INDEX", "BM25")}
+    plain = {f["name"]: f["params"] for f in client.describe_collection("dense_only")["fields"]}
+    assert plain["search_text"] == {"max_length": 65535}  # no analyzer without BM25
+
+
+def test_collections_are_created_with_strong_consistency_which_lite_does_not_show(client):
+    """Milvus Lite reports Strong for every collection, but a server's default is Bounded, where
+    a search right after an insert may miss the new rows: the level must be asked for."""
+    asked = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def create_collection(self, **kwargs):
+            asked.append(kwargs.get("consistency_level"))
+            return client.create_collection(**kwargs)
+
+    index.create_collection(Recording(), "c", 8)
+    assert asked == ["Strong"]
 
 
 class _Server:
@@ -378,3 +421,58 @@ def test_sync_shows_a_bar_only_for_rows_the_model_has_not_embedded_yet(client, c
     assert "1/1" in capfd.readouterr().err
     index.sync(client, "c", model, entries, rebuild=True)  # the same text again: cached
     assert capfd.readouterr().err == ""
+
+
+def test_a_record_left_incomplete_is_completed_even_when_no_row_is_missing(client, fake_embedding):
+    """An ingest stopped after its last insert but before its last record: the next sync has
+    no row to add, and still marks the collection complete (with the default chunking named)."""
+    entries = [Entry("T\n\nanswer", "a.md", "T")]
+    index.sync(client, "c", fake_embedding, entries)
+    recorded = index.built_by(client, "c")
+    assert recorded["chunking"] == "sections" and recorded["complete"] is True
+    client.alter_collection_properties("c", {index.BUILT_BY: json.dumps({**recorded, "complete": False})})
+    assert index.sync(client, "c", fake_embedding, entries)["added"] == 0
+    assert index.built_by(client, "c") == recorded
+
+
+def test_a_changed_phrasing_is_embedded_again(client, fake_embedding):
+    """A phrasing is a row of its own, keyed by its text: edited, its old vector goes."""
+    index.sync(client, "c", fake_embedding, [Entry("T\n\nanswer", "a.md", "T", phrasings=("old words",))])
+    fake_embedding.embedded.clear()
+    report = index.sync(client, "c", fake_embedding, [Entry("T\n\nanswer", "a.md", "T", phrasings=("new words",))])
+    assert (report["added"], report["removed"], fake_embedding.embedded) == (1, 1, ["new words"])
+    rows = client.query("c", filter="view == 1", output_fields=["search_text"])
+    assert [row["search_text"] for row in rows] == ["new words"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "lite"),
+    [("./milvus_demo.db", True), ("/data/my milvus.db", True), ("http://localhost:19530", False),
+     ("https://in03.example.zillizcloud.com", False), ("unix:/tmp/milvus.sock", False)],
+)  # fmt: skip
+def test_a_lite_path_is_anything_but_a_url_or_a_unix_socket(uri, lite):
+    assert index.is_lite_path(uri) is lite
+
+
+def test_the_uri_and_version_refusals_say_what_to_do():
+    with pytest.raises(RagError) as caught:
+        index.check_uri("milvus")
+    assert str(caught.value) == (
+        "'milvus' is neither a server URL nor a Milvus Lite path: a Milvus Lite path "
+        "(MILVUS_LITE_PATH) ends in .db, a server URL (MILVUS_URI) starts with http(s)://."
+    )
+    with pytest.raises(RagError) as caught:
+        index.require(_Server("v2.4.9"), "BM25 full-text search")
+    assert str(caught.value) == (
+        "BM25 full-text search needs Milvus 2.5 or later, but the server at MILVUS_URI runs 2.4: "
+        "upgrade it, or use the dense strategies only."
+    )
+
+
+def test_connect_gives_a_server_its_token(monkeypatch):
+    import pymilvus
+
+    made = []
+    monkeypatch.setattr(pymilvus, "MilvusClient", lambda **kwargs: made.append(kwargs) or "client")
+    assert index.connect("https://milvus.example.com:19530", "user:secret") == "client"
+    assert made == [{"uri": "https://milvus.example.com:19530", "token": "user:secret"}]
