@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 from support.fakes import FakeEmbedding
+from support.milvus_rows import count
 
 from milvus_rag import evaluation, index
 from milvus_rag.chunking import Entry
@@ -379,8 +380,7 @@ def test_each_collection_holds_the_chunking_its_strategies_search(docs_dir, lite
     names = collections("k")
     client = index.connect(lite_uri)
     evaluation.build_collections(client, names, fake_embedding, docs_dir, ["tutorial-dense", "entry-dense"])
-    rows = {name: client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
-            for name in (names.eval_tutorial, names.eval_entries)}  # fmt: skip
+    rows = {name: count(client, name) for name in (names.eval_tutorial, names.eval_entries)}
     assert rows == {names.eval_tutorial: len({(p.source, p.text) for p in tutorial_pieces(docs_dir)}),
                     names.eval_entries: len(faq_entries(docs_dir))}  # fmt: skip
     assert rows[names.eval_tutorial] != rows[names.eval_entries]

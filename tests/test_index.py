@@ -9,14 +9,11 @@ import time
 
 import pytest
 from support.fakes import FakeEmbedding
+from support.milvus_rows import count
 
 from milvus_rag import index
 from milvus_rag.chunking import Entry, faq_entries
 from milvus_rag.errors import RagError
-
-
-def count(client, name: str) -> int:
-    return client.query(name, filter="", output_fields=["count(*)"])[0]["count(*)"]
 
 
 @pytest.fixture()

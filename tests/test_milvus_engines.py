@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support.milvus_rows import count
 from support.milvus_servers import ENGINES, ServerError, listening_ports, running, start
 
 pytestmark = pytest.mark.slow
@@ -117,10 +118,6 @@ def ids(results) -> list[int]:
 
 def scores(results) -> list[float]:
     return [hit["distance"] for hit in results[0]]
-
-
-def count(client: MilvusClient, name: str) -> int:
-    return client.query(name, output_fields=["count(*)"])[0]["count(*)"]
 
 
 @pytest.fixture(scope="module", params=ENGINES)
