@@ -165,20 +165,11 @@ def test_a_collection_of_another_schema_is_refused(client, fake_embedding):
         index.sync(client, "c", fake_embedding, [Entry("T\n\nx", "a.md", "T")])
 
 
-def test_the_default_schema_has_no_bm25_and_bm25_is_added_on_request(client):
-    index.create_collection(client, "dense_only", 8)
-    index.create_collection(client, "with_bm25", 8, bm25=True)
-    dense_only = client.describe_collection("dense_only")
-    with_bm25 = client.describe_collection("with_bm25")
-    assert "sparse" not in {f["name"] for f in dense_only["fields"]}
-    assert not dense_only.get("functions")
-    assert "sparse" in {f["name"] for f in with_bm25["fields"]}
-
-
 def test_the_schema_is_the_one_the_readme_describes(client):
     """Ids given (content ids), no dynamic fields, Strong consistency, text fields as long as
-    Milvus allows (file paths 1,024), a FLAT inner-product index; with BM25, the analyzer
-    (standard tokens, lower case, Lucene's stop words) and the function feeding ``sparse``."""
+    Milvus allows (file paths 1,024), a FLAT inner-product index; with BM25 only on request, the
+    analyzer (standard tokens, lower case, Lucene's stop words) and the function feeding
+    ``sparse``."""
     index.create_collection(client, "dense_only", 8)
     index.create_collection(client, "with_bm25", 8, bm25=True)
     described = client.describe_collection("with_bm25")
@@ -196,7 +187,10 @@ def test_the_schema_is_the_one_the_readme_describes(client):
     indexes = {i: client.describe_index("with_bm25", i) for i in client.list_indexes("with_bm25")}
     assert {i: (d["index_type"], d["metric_type"]) for i, d in indexes.items()} == {
         "dense": ("FLAT", "IP"), "sparse": ("SPARSE_INVERTED_INDEX", "BM25")}
-    plain = {f["name"]: f["params"] for f in client.describe_collection("dense_only")["fields"]}
+    assert "sparse" in params
+    dense_only = client.describe_collection("dense_only")
+    plain = {f["name"]: f["params"] for f in dense_only["fields"]}
+    assert "sparse" not in plain and not dense_only.get("functions")
     assert plain["search_text"] == {"max_length": 65535}  # no analyzer without BM25
 
 
