@@ -460,18 +460,17 @@ def test_plain_text_blocks_fill_up_to_the_limit_and_keep_paragraphs_as_written()
     """Blocks of a.txt hold at most limit - 70 characters (room for the heading path): here 100.
     Paragraphs fill a block up to exactly that; a paragraph that fits is kept as written (tabs
     too); a longer one is cut at spaces, keeping its own line breaks."""
-    body = lambda entry: entry.text.split("\n\n", 1)[1]  # noqa: E731
     filled = ["a" * 49 + "\n\n" + "b" * 49, "c" * 10]
     exact = "x\t" + "y" * 98  # 100 characters with a tab
     lines = "\n".join(f"line {n:02d} " + "w" * 20 for n in range(10))  # 289 characters
     text = "\n\n".join([*filled, exact, lines])
     entries = document_entries([Document("a.txt", text)], limit=170)
-    assert [body(e) for e in entries[:3]] == [*filled, exact]
-    cut = [body(e) for e in entries[3:]]
+    assert [body_of(e) for e in entries[:3]] == [*filled, exact]
+    cut = [body_of(e) for e in entries[3:]]
     assert all(len(b) <= 100 for b in cut) and cut[0].count("\n") == 3
     assert " ".join(cut).split() == lines.split()
     over = "z" * 50 + " " + "z" * 50  # 101 characters: cut
-    assert [body(e) for e in document_entries([Document("b.txt", over)], limit=170)] == [
+    assert [body_of(e) for e in document_entries([Document("b.txt", over)], limit=170)] == [
         "z" * 50, "z" * 50
     ]  # fmt: skip
 

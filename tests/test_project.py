@@ -112,7 +112,6 @@ def test_executed_copies_of_the_notebook_are_neither_committed_nor_collected():
     """`papermill ... executed.ipynb` (the README's by-hand command) and `make run` write executed
     copies next to the notebook: git ignores them and pytest never runs them as tests."""
     import ast
-    import subprocess
     from fnmatch import fnmatch
 
     text = (REPO / "conftest.py").read_text()
