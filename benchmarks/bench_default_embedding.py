@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,11 +100,8 @@ def load_seconds(code: str, env: dict) -> float:
 
 
 def bench_minilm(docs: Path, runs: int) -> None:
-    scratch = Path(tempfile.mkdtemp(prefix="bench-minilm-"))
-    try:
-        _bench_minilm(docs, runs, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="bench-minilm-", ignore_cleanup_errors=True) as scratch:
+        _bench_minilm(docs, runs, Path(scratch))
 
 
 def _bench_minilm(docs: Path, runs: int, scratch: Path) -> None:
@@ -166,12 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.minilm:
         bench_minilm(Path(args.docs), args.runs)
         return 0
-    scratch = None if args.hf_home else Path(tempfile.mkdtemp(prefix="bench-standin-hf-"))
-    try:
-        return bench_default(Path(args.docs), Path(args.hf_home or scratch), args.runs)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+    if args.hf_home:
+        return bench_default(Path(args.docs), Path(args.hf_home), args.runs)
+    with tempfile.TemporaryDirectory(prefix="bench-standin-hf-", ignore_cleanup_errors=True) as scratch:
+        return bench_default(Path(args.docs), Path(scratch), args.runs)
 
 
 def bench_default(docs: Path, hf_home: Path, runs: int) -> int:
