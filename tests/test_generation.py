@@ -55,14 +55,14 @@ def closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
 
 
-def ask_pieces(url: str, stream: bool, model: str = "test-model", messages=MESSAGES):
+def ask_pieces(url: str, model: str = "test-model", messages=MESSAGES):
     """The answer through the project's own path: endpoint(), client(), answer()."""
     base_url, key, _ = endpoint(url)
-    return answer(client(base_url, key), model, url, messages, stream)
+    return answer(client(base_url, key), model, url, messages)
 
 
-def ask(url: str, stream: bool, **kwargs) -> str:
-    return "".join(ask_pieces(url, stream, **kwargs))
+def ask(url: str, **kwargs) -> str:
+    return "".join(ask_pieces(url, **kwargs))
 
 
 def sse(payload: dict | str, event: str | None = None) -> str:
@@ -77,8 +77,8 @@ def chunk(text: str | None = None, choices: list | None = None, **extra) -> dict
 
 
 class Recorder(BaseHTTPRequestHandler):
-    """Keeps each request's JSON body and Authorization header; answers ``REPLY`` (JSON, or
-    streamed in two pieces) or, for a streaming request, the scripted ``frames``."""
+    """Keeps each request's JSON body and Authorization header; streams ``REPLY`` in two pieces,
+    or the scripted ``frames``."""
 
     frames: list[str] | None = None
 
@@ -89,19 +89,11 @@ class Recorder(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).bodies.append(body)
         type(self).auth.append(self.headers.get("Authorization", ""))
-        if body.get("stream"):
-            frames = self.frames or [sse(chunk("Milvus ")), sse(chunk(REPLY[7:])), sse("[DONE]")]
-            data = "".join(frames).encode()
-        else:
-            message = {"role": "assistant", "content": REPLY}
-            choices = [{"index": 0, "message": message, "finish_reason": "stop"}]
-            data = json.dumps({"id": "c", "object": "chat.completion", "choices": choices}).encode()
+        frames = self.frames or [sse(chunk("Milvus ")), sse(chunk(REPLY[7:])), sse("[DONE]")]
         self.send_response(200)
-        self.send_header(
-            "Content-Type", "text/event-stream" if body.get("stream") else "application/json"
-        )
+        self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write("".join(frames).encode())
 
 
 @pytest.fixture()
@@ -134,28 +126,22 @@ def test_build_messages_numbers_the_stripped_passages_in_the_tutorials_prompt():
     ("env", "sent"),
     [({}, (400, 0.0)), ({"LLM_MAX_TOKENS": " 64 ", "LLM_TEMPERATURE": "0.25"}, (64, 0.25))],
 )
-@pytest.mark.parametrize("stream", [False, True])
-def test_every_request_carries_the_options(recording_endpoint, monkeypatch, env, sent, stream):
+def test_every_request_carries_the_options(recording_endpoint, monkeypatch, env, sent):
     """The README's defaults (400 tokens, temperature 0), or the variables' values."""
     url, handler = recording_endpoint()
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert ask(url, stream) == ask(url, stream) == REPLY
+    assert ask(url) == ask(url) == REPLY
     for body in handler.bodies:
         assert (body["max_tokens"], body["temperature"]) == sent
-        assert (body["model"], body["messages"], bool(body.get("stream"))) == (
-            "test-model",
-            MESSAGES,
-            stream,
-        )
+        assert (body["model"], body["messages"], body["stream"]) == ("test-model", MESSAGES, True)
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_bad_option_is_one_sentence_before_any_request(recording_endpoint, monkeypatch, stream):
+def test_a_bad_option_is_one_sentence_before_any_request(recording_endpoint, monkeypatch):
     url, handler = recording_endpoint()
     monkeypatch.setenv("LLM_MAX_TOKENS", "lots")
     with pytest.raises(RagError, match="LLM_MAX_TOKENS") as info:
-        ask(url, stream)
+        ask(url)
     one_sentence(str(info.value))
     assert handler.bodies == []
 
@@ -180,7 +166,7 @@ def test_no_url_is_the_local_answerer_and_says_only_that_it_listens():
         "No LLM_BASE_URL: the local answerer listens on 127.0.0.1, quoting the top passage."
     )
     messages = build_messages(["Milvus stores inserted data in object storage as logs."], "Where?")
-    assert ask("", True, messages=messages) == (
+    assert ask("", messages=messages) == (
         "Milvus stores inserted data in object storage as logs. [1]"
     )
 
@@ -215,10 +201,9 @@ def test_a_url_that_is_not_http_is_one_sentence(monkeypatch, canary_key, base_ur
     one_sentence(message)
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_keyless_endpoint_off_localhost_gets_the_placeholder(recording_endpoint, stream):
+def test_a_keyless_endpoint_off_localhost_gets_the_placeholder(recording_endpoint):
     url, handler = recording_endpoint(host="127.0.0.2")  # Ollama or vLLM on another host
-    assert ask(url, stream) == REPLY
+    assert ask(url) == REPLY
     assert handler.auth == [f"Bearer {PLACEHOLDER_KEY}"]
 
 
@@ -233,7 +218,7 @@ def test_the_key_is_sent_and_never_shown(
         monkeypatch.setenv(name, canary_key if name == variables[0] else "lepton-token")
     _, key, about = endpoint(url, interactive=True)
     assert key == canary_key and canary_key[:8] not in about
-    assert ask(url, False) == REPLY
+    assert ask(url) == REPLY
     assert handler.auth == [f"Bearer {canary_key}"]
     assert canary_key[:8] not in "".join(capfd.readouterr())
 
@@ -318,12 +303,11 @@ ADVICE = {  # what the sentence tells the user to do, after the server's words
 
 
 @pytest.mark.parametrize("status", [401, 403])
-@pytest.mark.parametrize("stream", [False, True])
-def test_a_rejected_key_is_one_sentence_without_the_servers_words(failing_endpoint, monkeypatch, capfd, canary_key, status, stream):  # fmt: skip
+def test_a_rejected_key_is_one_sentence_without_the_servers_words(failing_endpoint, monkeypatch, capfd, canary_key, status):  # fmt: skip
     url, handler = failing_endpoint(status)  # its message echoes the key's first 8 characters
     monkeypatch.setenv("LLM_API_KEY", canary_key)
     with pytest.raises(RagError) as info:
-        ask(url, stream)
+        ask(url)
     assert str(info.value) == (
         f"The LLM endpoint {url} rejected the API key (HTTP {status}): check LLM_API_KEY "
         "(or LEPTONAI_TOKEN) and that it is valid for this endpoint."
@@ -334,11 +318,10 @@ def test_a_rejected_key_is_one_sentence_without_the_servers_words(failing_endpoi
 
 
 @pytest.mark.parametrize("status", [400, 404, 429, 503])
-@pytest.mark.parametrize("stream", [False, True])
-def test_an_http_error_is_one_sentence_with_the_servers_words(failing_endpoint, quick_retries, status, stream):  # fmt: skip
+def test_an_http_error_is_one_sentence_with_the_servers_words(failing_endpoint, quick_retries, status):  # fmt: skip
     url, handler = failing_endpoint(status, SAID[status])
     with pytest.raises(RagError) as info:
-        ask(url, stream)
+        ask(url)
     message = str(info.value)
     said, advice = SAID[status], ADVICE[status]
     assert message == f"The LLM endpoint {url} {EXPECTED[status]} it said: {said}): {advice}"
@@ -349,7 +332,7 @@ def test_an_http_error_is_one_sentence_with_the_servers_words(failing_endpoint, 
 def test_only_the_first_line_of_the_servers_words_is_quoted(failing_endpoint):
     url, _ = failing_endpoint(400, "context too long " + "x" * 2000 + "\nsecond line")
     with pytest.raises(RagError) as info:
-        ask(url, False)
+        ask(url)
     assert "it said: context too long x" in str(info.value) and len(str(info.value)) < 600
     one_sentence(str(info.value))
 
@@ -358,7 +341,7 @@ def test_no_answer_in_time_is_one_sentence(failing_endpoint, monkeypatch, quick_
     url, handler = failing_endpoint(0)  # never answers
     monkeypatch.setenv("LLM_TIMEOUT", "0.1")
     with pytest.raises(RagError) as info:
-        ask(url, False)
+        ask(url)
     assert str(info.value) == (
         f"The LLM endpoint {url} did not answer within 0.1 s (after {MAX_RETRIES} retries): check "
         "that the server is up and not overloaded, or raise LLM_TIMEOUT."
@@ -366,11 +349,10 @@ def test_no_answer_in_time_is_one_sentence(failing_endpoint, monkeypatch, quick_
     assert len(handler.requests) == 1 + MAX_RETRIES
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_an_unreachable_endpoint_is_one_sentence_with_the_cause(quick_retries, stream):
+def test_an_unreachable_endpoint_is_one_sentence_with_the_cause(quick_retries):
     url = closed_port_url()
     with pytest.raises(RagError) as info:
-        ask(url, stream)
+        ask(url)
     message = str(info.value)
     assert message.startswith(f"Cannot reach the LLM endpoint {url} (ConnectError: ")
     assert "refused" in message.lower()
@@ -402,7 +384,7 @@ def test_an_error_event_mid_stream_comes_after_the_text_before_it(recording_endp
     url, _ = recording_endpoint(frames=[sse(chunk("Milvus ")), ERROR_EVENT, sse(chunk("never"))])
     pieces = []
     with pytest.raises(RagError) as info:
-        for piece in ask_pieces(url, True):
+        for piece in ask_pieces(url):
             pieces.append(piece)
     assert pieces == ["Milvus "]
     assert str(info.value) == (
@@ -449,15 +431,7 @@ def test_chunks_without_text_are_skipped(recording_endpoint):
         sse("[DONE]"),
     ]
     url, _ = recording_endpoint(frames=frames)
-    assert list(ask_pieces(url, True)) == ["Milvus ", "stores data."]
-
-
-def test_a_whole_answer_without_choices_or_content_is_empty():
-    for response in ({"choices": []}, {"choices": [{"message": {"content": None}}]}):
-        reply = json.loads(json.dumps(response), object_hook=lambda d: SimpleNamespace(**d))
-        create = lambda reply=reply, **kwargs: reply  # noqa: E731
-        llm = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
-        assert answer(llm, "m", "http://x/v1", MESSAGES, False) == [""]
+    assert list(ask_pieces(url)) == ["Milvus ", "stores data."]
 
 
 def test_the_stream_is_closed_when_the_reader_stops_early(recording_endpoint):
@@ -500,7 +474,7 @@ def test_the_stream_is_closed_when_it_fails_and_when_answer_is_left_early():
     llm = SimpleNamespace(
         chat=SimpleNamespace(completions=SimpleNamespace(create=lambda **kw: stream))
     )
-    pieces = answer(llm, "m", "http://x/v1", MESSAGES, True)
+    pieces = answer(llm, "m", "http://x/v1", MESSAGES)
     assert next(pieces) == "a"
     pieces.close()
     assert stream.closed == 1

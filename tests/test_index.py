@@ -228,9 +228,9 @@ class _Server:
 def test_bm25_needs_milvus_2_5(reported, refused):
     if refused:
         with pytest.raises(RagError, match=r"BM25 full-text search needs Milvus 2\.5.*runs 2\.4"):
-            index.require(_Server(reported), "BM25 full-text search")
+            index.require_bm25(_Server(reported))
     else:
-        index.require(_Server(reported), "BM25 full-text search")
+        index.require_bm25(_Server(reported))
 
 
 def test_a_bm25_collection_is_refused_on_milvus_2_4_before_anything_is_changed():
@@ -453,7 +453,7 @@ def test_the_uri_and_version_refusals_say_what_to_do():
         "(MILVUS_LITE_PATH) ends in .db, a server URL (MILVUS_URI) starts with http(s)://."
     )
     with pytest.raises(RagError) as caught:
-        index.require(_Server("v2.4.9"), "BM25 full-text search")
+        index.require_bm25(_Server("v2.4.9"))
     assert str(caught.value) == (
         "BM25 full-text search needs Milvus 2.5 or later, but the server at MILVUS_URI runs 2.4: "
         "upgrade it, or use the dense strategies only."

@@ -6,6 +6,7 @@ user can cause ends in one ``error:`` line and exit code 1."""
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from milvus_rag import chunking, config, corpus, embedding, evaluation, generation, index, search
@@ -92,9 +93,9 @@ def _ask(args, client, model, plan, k: int) -> None:
     base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
     llm = generation.client(base_url, key)
     llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
-    pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages, not args.json)
+    pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages)
     if args.json:
-        hits_out = [hit.as_dict() for hit in hits]
+        hits_out = [asdict(hit) for hit in hits]
         print(json.dumps({"question": args.question, "hits": hits_out, "answer": "".join(pieces)}))
         return
     for piece in pieces:

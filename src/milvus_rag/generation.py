@@ -5,7 +5,7 @@ the local answerer (:mod:`milvus_rag.local_answerer`) answers the same ``chat.co
 
 import contextlib
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from urllib.parse import urlparse
 
 from milvus_rag.config import llm_api_key, non_negative_float, positive_int
@@ -151,17 +151,9 @@ def stream_text(stream) -> Iterator[str]:
         stream.close()
 
 
-def answer(llm, model: str, base_url: str, messages: list[dict], stream: bool) -> Iterable[str]:
-    """The answer to ``messages``: its pieces as they arrive (``stream``), or the whole of it.
-    Errors end in one ``RagError`` sentence (see :func:`explain`)."""
-    with llm_errors(base_url, model):
-        if not stream:
-            response = llm.chat.completions.create(model=model, messages=messages, **options())
-            return [response.choices[0].message.content or "" if response.choices else ""]
-    return _streamed(llm, model, base_url, messages)
-
-
-def _streamed(llm, model: str, base_url: str, messages) -> Iterator[str]:
+def answer(llm, model: str, base_url: str, messages: list[dict]) -> Iterator[str]:
+    """The answer to ``messages``, its pieces as they arrive; an error, before the stream or in
+    the middle of it, ends in one ``RagError`` sentence (see :func:`explain`)."""
     with llm_errors(base_url, model):
         response = llm.chat.completions.create(model=model, messages=messages, stream=True,
                                                **options())  # fmt: skip

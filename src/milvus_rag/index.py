@@ -28,7 +28,6 @@ INSERT_BATCH = 64  # rows embedded and inserted together: a killed ingest loses 
 BM25_STOP_WORDS = ("a an and are as at be but by for if in into is it no not of on or such that "
                    "the their then there these they this to was will with").split()
 
-MINIMUM_MILVUS = {"BM25 full-text search": (2, 5)}  # features beyond Milvus 2.4: first version
 FIELDS = ("entry", "view", "text", "search_text", "source", "title", "section", "dense")
 BUILT_BY = "milvus_rag.built_by"  # the collection property that records what built it (JSON)
 
@@ -102,31 +101,17 @@ def release(uri: str) -> None:
         server_manager_instance.release_server(uri)
 
 
-def server_version(client) -> tuple[int, int] | None:
-    """(major, minor) of the Milvus behind ``client``, or None if it does not say."""
-    with contextlib.suppress(Exception):
-        reported = str(client.get_server_version())
-        if reported.startswith("milvus_lite-"):  # Milvus Lite 3.x: BM25 and hybrid search built in
-            return (2, 6)
-        if match := re.search(r"(\d+)\.(\d+)", reported):
-            return int(match.group(1)), int(match.group(2))
-    return None
-
-
-def require(client, feature: str) -> None:
-    """Refuse, in one sentence, a Milvus too old for ``feature`` (a key of MINIMUM_MILVUS)."""
-    needed, found = MINIMUM_MILVUS[feature], server_version(client)
-    if found is not None and found < needed:
-        raise RagError(f"{feature} needs Milvus {needed[0]}.{needed[1]} or later, but the server "
-                       f"at MILVUS_URI runs {found[0]}.{found[1]}: upgrade it, or use the dense "
+def require_bm25(client) -> None:
+    """Refuse, in one sentence, a Milvus older than 2.5 (no BM25 full-text search). Milvus Lite
+    reports its own version (3.x, which has it); an engine that does not say is let through."""
+    try:
+        found = tuple(map(int, re.search(r"(\d+)\.(\d+)", client.get_server_version()).groups()))
+    except Exception:  # the C++ Milvus Lite: UNIMPLEMENTED
+        return
+    if found < (2, 5):
+        raise RagError(f"BM25 full-text search needs Milvus 2.5 or later, but the server at "
+                       f"MILVUS_URI runs {found[0]}.{found[1]}: upgrade it, or use the dense "
                        "strategies only.")
-
-
-def ensure_loaded(client, name: str) -> None:
-    """Load collection ``name`` unless it already is (a reopened collection starts released)."""
-    from pymilvus.client.types import LoadState
-    if client.get_load_state(name).get("state") != LoadState.Loaded:
-        client.load_collection(name)
 
 
 def built_by(client, name: str) -> dict:
@@ -162,7 +147,7 @@ def open_existing(client, names: list[str], embedding) -> str:
     found = []
     for name in names:
         if client.has_collection(name):
-            ensure_loaded(client, name)
+            client.load_collection(name)  # a reopened collection starts released
             rows = client.get_collection_stats(name).get("row_count", "?")
             why = mismatch(client, name, embedding)
             found.append(f"{name} ({rows} rows" + (f"; it {why}: rebuilt below)" if why else ")"))
@@ -176,7 +161,7 @@ def create_collection(client, name: str, dim: int, bm25: bool = False) -> None:
     ``bm25``, a sparse vector too that Milvus computes from ``search_text`` (Milvus 2.5+)."""
     from pymilvus import DataType, Function, FunctionType
     if bm25:
-        require(client, "BM25 full-text search")
+        require_bm25(client)
     if client.has_collection(name):
         client.drop_collection(name)
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -327,7 +312,7 @@ def sync(client, name: str, embedding, entries: list[Entry], bm25: bool = False,
             rebuild, report["rebuilt"] = True, why
     if rebuild or not client.has_collection(name):
         create_collection(client, name, embedding.dim, bm25=bm25)
-    ensure_loaded(client, name)
+    client.load_collection(name)
     built = {"model": embedding.name, "dim": embedding.dim, "chunking": chunking,
              "rows": len(wanted), "fingerprint": fingerprint}  # fmt: skip
     present = existing_ids(client, name)

@@ -1,13 +1,10 @@
 """Search the FAQ by one of several strategies, one Milvus call per batch of questions.
 
-``tutorial-*`` strategies search the tutorial's pieces, ``entry-*`` the FAQ entries (collections
-of :mod:`milvus_rag.index`): by ``dense`` vectors (inner product), by ``bm25`` (Milvus's full-text
-search), by both fused (``rrf``: ``RRFRanker``; ``weighted``: ``WeightedRanker``), or by
-``phrasings``: dense over each entry and other ways users ask its question
-(``data/faq_phrasings.jsonl``), the best row per entry (``group_by_field``). The others search
-the entries' own rows only (``view == 0``)."""
+``tutorial-*`` strategies search the tutorial's pieces, ``entry-*`` the FAQ entries (collections of
+:mod:`milvus_rag.index`): by dense vectors, by BM25, by both fused, or (``phrasings``) by dense
+vectors over each entry and other ways users ask its question, the best row per entry."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from milvus_rag.embedding import require_question
 from milvus_rag.errors import RagError
@@ -60,9 +57,6 @@ class Hit:
     score: float
     source: str
     title: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def strategy_named(name: str) -> Strategy:
