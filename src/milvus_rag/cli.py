@@ -133,10 +133,8 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
         print(f"\nDefault by the rule: {verdict}" + (
             f" (the configured default is {search.DEFAULT_STRATEGY}: this set disagrees)"
             if disagrees else "") + f": {why}.")  # fmt: skip
-        baseline = results.get("tutorial-dense")
-        others = [r for n, r in results.items() if n != chosen.strategy and r is not baseline]
         print("\nPaired differences (95% intervals; one that holds 0 shows no difference):\n")
-        for other in ([baseline] if baseline and baseline is not chosen else []) + others:
+        for other in (result for result in results.values() if result is not chosen):
             print(bullet + evaluation.compare(chosen, other))
     if args.markdown:
         return
