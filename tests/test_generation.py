@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import openai
 import openai._base_client
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from milvus_rag import local_answerer
 from milvus_rag.errors import RagError
@@ -105,6 +106,18 @@ def recording_endpoint(serve_endpoint):
         return serve_endpoint(handler, host), handler
 
     return start
+
+
+@pytest.fixture()
+def library_request(recording_endpoint):
+    """A request as the openai client itself builds and sends it (its errors carry one; each
+    release may read more of it, so no test makes up its own)."""
+    url, _ = recording_endpoint()
+    stream = client(*endpoint(url)[:2]).chat.completions.create(
+        model="m", messages=MESSAGES, stream=True
+    )
+    stream.close()
+    return stream.response.request
 
 
 # --------------------------------------------------------------------------- prompt and options
@@ -362,10 +375,10 @@ def test_an_unreachable_endpoint_is_one_sentence_with_the_cause(quick_retries):
     one_sentence(message)
 
 
-def test_the_local_answerer_is_named_when_no_url_is_set():
+def test_the_local_answerer_is_named_when_no_url_is_set(library_request):
     with pytest.raises(RagError, match="^Cannot reach the LLM endpoint the local answerer "):
         with llm_errors("", "m"):
-            raise openai.APIConnectionError(request=None)  # type: ignore[arg-type]
+            raise openai.APIConnectionError(request=library_request)
 
 
 @pytest.mark.parametrize("error", [ValueError("a bug"), openai.OpenAIError("not an API error")])
@@ -446,13 +459,15 @@ def test_the_stream_is_closed_when_the_reader_stops_early(recording_endpoint):
 
 
 class FakeStream:
-    def __init__(self, chunks, fail_after: int | None = None):
-        self.chunks, self.fail_after, self.closed = chunks, fail_after, 0
+    """Yields real chunk objects, then fails with a real error after ``fail_after`` of them."""
+
+    def __init__(self, chunks, fail_after: int | None = None, request=None):
+        self.chunks, self.fail_after, self.request, self.closed = chunks, fail_after, request, 0
 
     def __iter__(self):
         for n, item in enumerate(self.chunks):
             if n == self.fail_after:
-                raise openai.APIError("overloaded", request=None, body=None)  # type: ignore[arg-type]
+                raise openai.APIError("overloaded", request=self.request, body=None)
             yield item
 
     def close(self):
@@ -460,11 +475,11 @@ class FakeStream:
 
 
 def text_chunk(text):
-    return SimpleNamespace(choices=[SimpleNamespace(delta=SimpleNamespace(content=text))])
+    return ChatCompletionChunk.model_validate({**chunk(text), "created": 0})
 
 
-def test_the_stream_is_closed_when_it_fails_and_when_answer_is_left_early():
-    stream = FakeStream([text_chunk("a"), text_chunk("b")], fail_after=1)
+def test_the_stream_is_closed_when_it_fails_and_when_answer_is_left_early(library_request):
+    stream = FakeStream([text_chunk("a"), text_chunk("b")], fail_after=1, request=library_request)
     pieces = stream_text(stream)
     assert next(pieces) == "a"
     with pytest.raises(openai.APIError):
@@ -481,9 +496,9 @@ def test_the_stream_is_closed_when_it_fails_and_when_answer_is_left_early():
 
 
 @pytest.mark.parametrize("body", [{"error": {"message": "the words"}}, {"message": "the words"}])
-def test_the_servers_words_are_found_in_either_shape_of_error_body(body):
+def test_the_servers_words_are_found_in_either_shape_of_error_body(library_request, body):
     """OpenAI nests them under "error"; some compatible servers do not."""
-    err = openai.APIError("Error code: 400", request=None, body=body)  # type: ignore[arg-type]
+    err = openai.APIError("Error code: 400", request=library_request, body=body)
     with pytest.raises(RagError, match=r"reported an error while answering \(it said: the words\)"):
         with llm_errors("http://llm.invalid/v1", "m"):
             raise err
