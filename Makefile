@@ -9,16 +9,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 NOTEBOOK := notebooks/build_RAG_with_milvus_and_lepton.ipynb
 SHARED_ZIP := ../shared/data/milvus_docs_2.4.x_en.zip
+LOCK := requirements-lock.txt
 
-.PHONY: run test test-fast rehearse install clean mutate
+.PHONY: run test test-fast rehearse install lock clean mutate
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-offline.txt requirements-dev.txt pyproject.toml
+# Exactly the lock (hash-checked, nothing resolved), then torch, the one package outside it
+# (its pin in requirements-offline.txt; its dependencies are in the lock), then this package;
+# pip check confirms the set is whole. `make lock` rewrites the lock (see the README).
+$(VENV)/.installed: $(LOCK) requirements-offline.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-offline.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+# The newest versions requirements-dev.txt allows, resolved anew into requirements-lock.txt.
+# Then run make test (and make rehearse) before committing it.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python scripts/lock.py
 
 # Uses a local docs zip when one lies beside the checkout (as on CI machines), else downloads it.
 run: install

@@ -100,7 +100,7 @@ def test_colab_pins_fall_within_the_tested_ranges():
 
     notebook = nbformat.read(REPO / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb", 4)
     pins = dict(re.findall(r'"([a-z\-]+)(?:\[[^\]]+\])?==([0-9.]+)"', notebook.cells[1].source))
-    assert set(pins) == {"pymilvus", "milvus-lite", "openai", "tqdm"}
+    assert set(pins) == {"pymilvus", "milvus-lite"}  # Colab's own openai and tqdm stay
     required = {
         name.split("[")[0]: spec for name, spec in requirement_lines("requirements.txt").items()
     }
@@ -142,3 +142,78 @@ def test_importing_the_package_loads_no_heavy_library_and_leaves_the_environment
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
                           timeout=120, check=True)  # fmt: skip
     assert done.stdout.strip() == "[] True", done.stdout + done.stderr
+
+
+# --------------------------------------------------------------------------- the lock and the ranges
+
+
+def _script(path: str):
+    """A module of ``tests/install`` or ``scripts``, loaded from its file (they are scripts)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _locked() -> dict[str, list[tuple[str, str]]]:
+    """normalized name -> [(version, marker)] of requirements-lock.txt."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    pins = _script("tests/install/newest_allowed.py").lock_pins((REPO / "requirements-lock.txt").read_text())
+    for name, version, marker in pins:
+        found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), []).append((version, marker))
+    return found
+
+
+def _ranges() -> dict[str, str]:
+    """normalized name -> range, of every requirement file a user or CI installs."""
+    ranges = {}
+    for file in ("requirements.txt", "requirements-offline.txt", "requirements-dev.txt"):
+        for name, spec in requirement_lines(file).items():
+            ranges[re.sub(r"[-_.]+", "-", name.split("[")[0])] = spec
+    return ranges
+
+
+def test_the_lock_pins_every_requirement_within_its_range_with_hashes_but_torch():
+    from packaging.markers import Marker
+    from packaging.specifiers import SpecifierSet
+
+    locked, text = _locked(), (REPO / "requirements-lock.txt").read_text()
+    assert "torch" not in locked and "milvus-rag" not in locked and "-e " not in text
+    for name, spec in _ranges().items():
+        if name == "torch":
+            continue  # installed on its own pin after the lock (scripts/lock.py says why)
+        versions = [v for v, marker in locked[name] if not marker or Marker(marker).evaluate()]
+        assert len(versions) == 1 and versions[0] in SpecifierSet(spec), (name, versions, spec)
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 3)[3])
+    assert len(entries) == sum(map(len, locked.values())) > 100
+    assert all("--hash=sha256:" in entry for entry in entries)
+    # torch's own dependencies are locked, so that `make install` adds torch with --no-deps
+    assert {"sympy", "networkx", "filelock", "fsspec", "jinja2"} <= locked.keys()
+
+
+def test_every_range_has_an_upper_bound_just_above_the_locked_major():
+    """Lower bounds may reach back; no upper bound admits a major release nobody here ran."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    locked = _locked()
+    for name, spec in _ranges().items():
+        if spec.startswith("=="):
+            continue
+        uppers = [s for s in SpecifierSet(spec) if s.operator in ("<", "<=")]
+        assert len(uppers) == 1, f"{name}{spec}: no upper bound"
+        newest = max(Version(v) for v, _ in locked[name])
+        assert Version(uppers[0].version).major == newest.major + 1, (name, spec, str(newest))
+
+
+def test_colab_keeps_its_preinstalled_openai_and_tqdm():
+    """The Colab cell pins only what Colab lacks: its own openai and tqdm satisfy the ranges, so
+    the installs replace nothing already imported and Colab needs no restart."""
+    from packaging.specifiers import SpecifierSet
+
+    preinstalled = requirement_lines("tests/colab/colab-preinstalled.txt")
+    required = requirement_lines("requirements.txt")
+    for name in ("openai", "tqdm"):
+        assert preinstalled[name].removeprefix("==") in SpecifierSet(required[name]), name

@@ -1,0 +1,101 @@
+"""Drift check: the newest versions the requirements allow, installed and tested before users get them.
+
+    .venv/bin/python tests/install/newest_allowed.py [--keep]
+
+`make install` and CI install requirements-lock.txt exactly; `pip install -r requirements.txt`
+gives a user whatever is newest that day within its ranges. This script does the latter into a
+scratch venv (`pip install -r requirements-dev.txt`, the machine's pip settings as they are),
+prints every version that differs from the lock, then runs the fast tier and the notebook with
+that venv. Exit 0 when both pass; 1 with the step that failed. The fix is then a code change or a
+bound in requirements*.txt (then `make lock`), so that the ranges never yield a failing set.
+Run by `make rehearse` (and so by CI); needs PyPI.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LOCK = REPO / "requirements-lock.txt"
+NOTEBOOK = "notebooks/build_RAG_with_milvus_and_lepton.ipynb"
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+# Evaluated inside the scratch venv: which of the lock's pins apply there (markers), and what
+# pip installed. Prints {"locked": {name: version}, "installed": {name: version}}.
+VERSIONS = """
+import json, sys
+from importlib.metadata import distributions
+from packaging.markers import Marker
+from packaging.utils import canonicalize_name
+locked = {}
+for name, version, marker in json.loads(sys.argv[1]):
+    if not marker or Marker(marker).evaluate():
+        locked[canonicalize_name(name)] = version
+installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}
+print(json.dumps({"locked": locked, "installed": installed}))
+"""
+
+
+def lock_pins(text: str) -> list[tuple[str, str, str]]:
+    """``(name, version, marker)`` for each pin of a lock file written by scripts/lock.py."""
+    return [m.groups(default="") for line in text.splitlines() if (m := PIN.match(line))]
+
+
+def differences(locked: dict[str, str], installed: dict[str, str]) -> list[str]:
+    """One line per package whose installed version is not the lock's (or is not in it)."""
+    lines = []
+    for name in sorted(installed):
+        if name in {"pip", "setuptools", "wheel", "milvus-rag"} and name not in locked:
+            continue  # the venv's own tools and this project
+        if name not in locked:
+            lines.append(f"  {name} {installed[name]} (not in the lock)")
+        elif installed[name].split("+")[0] != locked[name].split("+")[0]:
+            lines.append(f"  {name} {locked[name]} -> {installed[name]}")
+    return lines + [f"  {n} {locked[n]} (locked, not installed)" for n in sorted(locked.keys() - installed.keys())]
+
+
+def step(what: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    print(f"{what}: exit {done.returncode} in {time.monotonic() - started:.0f} s", flush=True)
+    if done.returncode != 0:
+        print(done.stdout[-6000:], done.stderr[-3000:], sep="\n", file=sys.stderr)
+        raise SystemExit(f"error: {what} failed (exit {done.returncode}) with the newest "
+                         "allowed versions: fix the code, or bound the package that broke it.")
+    return done
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="newest-allowed-"))
+    try:
+        venv = work / "venv"
+        step("python3 -m venv", [sys.executable, "-m", "venv", str(venv)])
+        python = str(venv / "bin" / "python")
+        step("pip install -r requirements-dev.txt (newest allowed)",
+             [python, "-m", "pip", "install", "--quiet", "-r", "requirements-dev.txt"], cwd=REPO)  # fmt: skip
+        pins = json.dumps(lock_pins(LOCK.read_text()))
+        found = json.loads(step("versions", [python, "-c", VERSIONS, pins]).stdout)
+        drift = differences(found["locked"], found["installed"])
+        print(f"{len(drift)} versions differ from {LOCK.name}" + (":" if drift else ""))
+        print("\n".join(drift), flush=True)
+        env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+        env.pop("VIRTUAL_ENV", None)
+        tests = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        print(step("fast tier", [*tests, "-m", "not slow"], cwd=REPO, env=env).stdout.strip().splitlines()[-1])
+        print(step("the notebook (nbmake)", [*tests, NOTEBOOK], cwd=REPO, env=env).stdout.strip().splitlines()[-1])
+    finally:
+        if "--keep" in sys.argv:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    print("2 passed, 0 failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
