@@ -451,17 +451,14 @@ def check_run(nb, first, state, pins, runtime, base_snapshot, content, commit) -
                    if v[1].startswith(own) and n not in base_snapshot["dists"])  # fmt: skip
     log(f"   note  the first cell added {len(added)} packages: {', '.join(added)}")
     loaded = set(state["probes"].get("before first cell", {}).get("modules", []))
-    if changed:
-        log("   WARN  the first cell replaced packages Colab preinstalls; in Colab, one already "
-            "imported when the cell runs keeps its old version until the runtime is restarted: "
-            + ", ".join(
-                f"{n} {old} -> {new}"
-                + (" (imported before the first cell here)"
-                   if loaded & set(seen["tops"].get(n, [n])) else "")
-                for n, (old, new) in sorted(changed.items())
-            ))  # fmt: skip
-    else:
-        log("   note  the first cell replaced none of the packages Colab preinstalls")
+    # Colab offers a restart when an install replaces what it preinstalls: none should.
+    detail = ", ".join(
+        f"{n} {old} -> {new}" + (" (imported before the first cell here)"
+                                 if loaded & set(seen["tops"].get(n, [n])) else "")
+        for n, (old, new) in sorted(changed.items())
+    )  # fmt: skip
+    verdict(not changed, "the first cell replaced none of the packages Colab preinstalls, so "
+            "the runtime needs no restart", detail)  # fmt: skip
     broken = run([str(runtime["python"]), "-m", "pip", "check"])
     if broken.returncode != 0:
         log("   WARN  pip check after the first cell: "

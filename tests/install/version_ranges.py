@@ -1,14 +1,18 @@
-"""Drift check: the newest versions the requirements allow, installed and tested before users get them.
+"""Both ends of the requirements' ranges, installed and tested before users get them.
 
-    .venv/bin/python tests/install/newest_allowed.py [--keep]
+    .venv/bin/python tests/install/version_ranges.py [--lowest] [--keep]
 
 `make install` and CI install requirements-lock.txt exactly; `pip install -r requirements.txt`
-gives a user whatever is newest that day within its ranges. This script does the latter into a
-scratch venv (`pip install -r requirements-dev.txt`, the machine's pip settings as they are),
-prints every version that differs from the lock, then runs the fast tier and the notebook with
-that venv. Exit 0 when both pass; 1 with the step that failed. The fix is then a code change or a
-bound in requirements*.txt (then `make lock`), so that the ranges never yield a failing set.
-Run by `make rehearse` (and so by CI); needs PyPI.
+gives a user whatever is newest that day within its ranges (the drift this checks), and an older
+environment such as Colab's keeps what it has where the ranges allow. So this script installs
+into a scratch venv either the newest versions requirements-dev.txt allows (`pip install`, with
+the pip a new venv ships and the machine's pip settings as they are), or with ``--lowest`` every
+direct requirement at its lower bound (uv's ``lowest-direct`` resolution; torch, which has one
+exact pin, through pip as `make install` does). It prints every version that differs from the
+lock, then runs the fast tier and the notebook with that venv. Exit 0 when both pass; 1 with the
+step that failed: the fix is then a code change or a bound in requirements*.txt (then `make
+lock`), so that no install within the ranges yields a failing set. Run by `make rehearse` (and so
+by CI); needs PyPI.
 """
 
 import json
@@ -24,6 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements-lock.txt"
 NOTEBOOK = "notebooks/build_RAG_with_milvus_and_lepton.ipynb"
+UNLOCKED = "torch"  # the one package outside the lock (scripts/lock.py)
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
 # Evaluated inside the scratch venv: which of the lock's pins apply there (markers), and what
 # pip installed. Prints {"locked": {name: version}, "installed": {name: version}}.
@@ -50,13 +55,14 @@ def differences(locked: dict[str, str], installed: dict[str, str]) -> list[str]:
     """One line per package whose installed version is not the lock's (or is not in it)."""
     lines = []
     for name in sorted(installed):
-        if name in {"pip", "setuptools", "wheel", "milvus-rag"} and name not in locked:
-            continue  # the venv's own tools and this project
+        if name in {"pip", "setuptools", "wheel", "milvus-rag", UNLOCKED} and name not in locked:
+            continue  # the venv's own tools, this project, and torch (scripts/lock.py: why)
         if name not in locked:
             lines.append(f"  {name} {installed[name]} (not in the lock)")
         elif installed[name].split("+")[0] != locked[name].split("+")[0]:
             lines.append(f"  {name} {locked[name]} -> {installed[name]}")
-    return lines + [f"  {n} {locked[n]} (locked, not installed)" for n in sorted(locked.keys() - installed.keys())]
+    missing = sorted(locked.keys() - installed.keys())
+    return lines + [f"  {name} {locked[name]} (locked, not installed)" for name in missing]
 
 
 def step(what: str, command: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -65,19 +71,30 @@ def step(what: str, command: list[str], **kwargs) -> subprocess.CompletedProcess
     print(f"{what}: exit {done.returncode} in {time.monotonic() - started:.0f} s", flush=True)
     if done.returncode != 0:
         print(done.stdout[-6000:], done.stderr[-3000:], sep="\n", file=sys.stderr)
-        raise SystemExit(f"error: {what} failed (exit {done.returncode}) with the newest "
-                         "allowed versions: fix the code, or bound the package that broke it.")
+        raise SystemExit(f"error: {what} failed (exit {done.returncode}) at an end of the "
+                         "ranges: fix the code, or move the bound of the package that broke it.")
     return done
 
 
 def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="newest-allowed-"))
+    lowest = "--lowest" in sys.argv
+    work = Path(tempfile.mkdtemp(prefix="version-ranges-"))
     try:
         venv = work / "venv"
         step("python3 -m venv", [sys.executable, "-m", "venv", str(venv)])
         python = str(venv / "bin" / "python")
-        step("pip install -r requirements-dev.txt (newest allowed)",
-             [python, "-m", "pip", "install", "--quiet", "-r", "requirements-dev.txt"], cwd=REPO)  # fmt: skip
+        if lowest:
+            with tempfile.NamedTemporaryFile("w", suffix=".txt", dir=work, delete=False) as file:
+                file.write(UNLOCKED + "\n")
+            step("uv pip install --resolution lowest-direct -r requirements-dev.txt",
+                 [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python", python,
+                  "--resolution", "lowest-direct", "--excludes", file.name,
+                  "-r", "requirements-dev.txt"], cwd=REPO)  # fmt: skip
+            step(f"pip install {UNLOCKED} (its pin)", [python, "-m", "pip", "install", "--quiet",
+                 "-r", "requirements-offline.txt"], cwd=REPO)  # fmt: skip
+        else:
+            step("pip install -r requirements-dev.txt (newest allowed)",
+                 [python, "-m", "pip", "install", "--quiet", "-r", "requirements-dev.txt"], cwd=REPO)  # fmt: skip
         pins = json.dumps(lock_pins(LOCK.read_text()))
         found = json.loads(step("versions", [python, "-c", VERSIONS, pins]).stdout)
         drift = differences(found["locked"], found["installed"])
@@ -86,8 +103,8 @@ def main() -> int:
         env = {**os.environ, "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
         env.pop("VIRTUAL_ENV", None)
         tests = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        print(step("fast tier", [*tests, "-m", "not slow"], cwd=REPO, env=env).stdout.strip().splitlines()[-1])
-        print(step("the notebook (nbmake)", [*tests, NOTEBOOK], cwd=REPO, env=env).stdout.strip().splitlines()[-1])
+        for what, selection in (("fast tier", ["-m", "not slow"]), ("the notebook", [NOTEBOOK])):
+            print(step(what, [*tests, *selection], cwd=REPO, env=env).stdout.splitlines()[-1])
     finally:
         if "--keep" in sys.argv:
             print(f"kept: {work}")
