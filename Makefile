@@ -50,12 +50,17 @@ test-fast: install
 
 # The paths no test machine takes by itself: Colab's first cell (clone, pinned installs) in a
 # venv holding only what Colab preinstalls; `pip install -r requirements.txt` with the pip a new
-# venv ships; the notebook against a Milvus server of each engine.
+# venv ships; the notebook against a Milvus server of each engine; JupyterLab in a browser; both
+# ends of the requirements' ranges (the newest versions of the day, and every lower bound); the
+# newest CPython Debian's source packages give (built once, cached outside the checkout).
 rehearse: install
 	$(BIN)/python tests/colab/rehearse.py
 	$(BIN)/python tests/install/stock_pip.py
 	$(BIN)/python -m pytest -m rehearsal -p no:cacheprovider tests/test_server_notebook.py
 	$(BIN)/python tests/browser/rehearse.py
+	$(BIN)/python tests/install/version_ranges.py
+	$(BIN)/python tests/install/version_ranges.py --lowest
+	$(BIN)/python tests/install/newest_python.py
 
 # Mutation testing (mutmut; not part of make test or CI): small changes ("mutants") are made to
 # search, evaluation, index, chunking, corpus and generation one at a time, and each should make
@@ -85,4 +90,4 @@ mutate: install
 	        else print "no mutant was checked" }'
 
 clean:
-	rm -rf $(VENV) .cache notebooks/executed notebooks/milvus_demo.db data/milvus_docs data/*.zip
+	rm -rf $(VENV) .cache notebooks/executed notebooks/executed.ipynb notebooks/milvus_demo.db data/milvus_docs data/*.zip

@@ -15,18 +15,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parent
 SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
+DOWNLOADED_ZIP = REPO / "data" / SHARED_ZIP.name  # where the notebook and the CLI download it
 collect_ignore_glob = ["notebooks/executed*", "notebooks/*executed*.ipynb"]
 """Executed copies of the notebook (``make run``, papermill by hand) are outputs, not tests."""
 
-_SCRATCH = tempfile.mkdtemp(prefix="milvus-rag-tests-")
+_SCRATCH = os.path.realpath(tempfile.mkdtemp(prefix="milvus-rag-tests-"))  # macOS: /private/var
 """Everything a test session writes: tmp_path folders, caches, kernels' and servers' files
 (TMPDIR points here). Removed when the session ends, so nothing is left behind."""
 
 
 def shared_docs_zip() -> Path | None:
-    """The docs zip for the tests: $MILVUS_DOCS_ZIP if it is a file, else ../shared/data's."""
-    configured = Path(os.environ.get("MILVUS_DOCS_ZIP", "") or SHARED_ZIP)
-    return configured if configured.is_file() else None
+    """The docs zip for the tests: $MILVUS_DOCS_ZIP if it is a file, else ../shared/data's, else
+    the one the notebook downloaded into data/ (on GitHub: the workflow's)."""
+    configured = os.environ.get("MILVUS_DOCS_ZIP", "")
+    return next((p for p in ([Path(configured)] if configured else [SHARED_ZIP, DOWNLOADED_ZIP])
+                 if p.is_file()), None)  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -5,7 +5,8 @@
 Scans every file git tracks (or the given paths): notebook sources *and* outputs, code,
 docs. Key shapes: OpenAI ``sk-``, NVIDIA ``nvapi-``, Hugging Face ``hf_``, AWS ``AKIA``,
 and ``Bearer`` tokens. In notebooks, also absolute paths of the machine that executed them
-(home folders, /tmp, /work, site-packages). Exit 1 with one line per finding.
+(home folders of Linux, macOS and Windows, /tmp, macOS's /var/folders, /work, site-packages).
+Exit 1 with one line per finding.
 """
 
 import json
@@ -24,7 +25,8 @@ KEY_PATTERNS = {
     "Bearer token": re.compile(r"\bBearer\s+[A-Za-z0-9._~+/=-]{16,}"),
 }
 MACHINE_PATH = re.compile(
-    r"(/home/[^/\s\"']+/|/Users/[^/\s\"']+/|/root/|/tmp/|/work/|site-packages|[A-Z]:\\\\Users\\\\)"
+    r"(/home/[^/\s\"']+/|/Users/[^/\s\"']+/|/root/|/tmp/|/var/folders/|/work/|site-packages"
+    r"|(?i:[a-z]:[\\/]+users[\\/]))"  # C:\Users\... (Windows' temporary folders too), C:/Users/
 )
 ALLOWED = {
     # files that hold these shapes on purpose: the checks themselves and their tests

@@ -37,24 +37,25 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="lock-") as tmp:
         inputs, excludes = Path(tmp, "lock.in"), Path(tmp, "excludes.txt")
         inputs.write_text("\n".join([f"-r {REPO / 'requirements-dev.txt'}",
-                                     *unlocked_dependencies()]) + "\n")  # fmt: skip
-        excludes.write_text(UNLOCKED + "\n")
+                                     *unlocked_dependencies()]) + "\n", encoding="utf-8")  # fmt: skip
+        excludes.write_text(UNLOCKED + "\n", encoding="utf-8")
         command = [
             sys.executable, "-m", "uv", "pip", "compile", str(inputs), "--universal",
             "--python-version", LOWEST_PYTHON, "--generate-hashes", "--excludes", str(excludes),
             "--no-emit-package", "milvus-rag", "--annotation-style", "line", "--no-header",
             "--quiet", "-o", str(Path(tmp, "lock.txt")),
         ]  # fmt: skip
-        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+        done = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8")
         if done.returncode != 0:
             print(done.stderr, file=sys.stderr)
             raise SystemExit(f"error: uv pip compile failed (exit {done.returncode}).")
-        body = Path(tmp, "lock.txt").read_text().replace(str(inputs), "lock inputs")
+        body = Path(tmp, "lock.txt").read_text(encoding="utf-8").replace(str(inputs), "lock inputs")
     LOCK.write_text(
         "# Exact versions and hashes of what `make install` and CI install (written by `make lock`,\n"
         "# i.e. scripts/lock.py, from requirements-dev.txt; never edit by hand). torch is the one\n"
         "# package left out: `make install` adds torch==2.13.0 (requirements-offline.txt) last.\n"
-        + body
+        + body,
+        encoding="utf-8",
     )
     pins = sum(1 for line in body.splitlines() if re.match(r"[A-Za-z0-9]", line))
     print(f"{LOCK.name}: {pins} pins")

@@ -43,7 +43,7 @@ def run(args: str, docs: Path, scratch: Path) -> str:
                MILVUS_RAG_DATA_DIR=str(scratch / "data"),
                MILVUS_RAG_MODEL_CACHE=os.environ.get("MILVUS_RAG_MODEL_CACHE", str(scratch / "models")))  # fmt: skip
     done = subprocess.run([sys.executable, "-m", "milvus_rag", *shlex.split(args)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
+                          env=env, capture_output=True, encoding="utf-8", timeout=1800)  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"python -m milvus_rag {args} failed: {done.stderr.strip()[-2000:]}")
     return done.stdout

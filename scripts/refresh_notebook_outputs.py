@@ -64,7 +64,8 @@ def main() -> int:
     for name in ("LLM_BASE_URL", "LLM_API_KEY", "LEPTONAI_TOKEN", "MILVUS_TOKEN", "MILVUS_URI"):
         os.environ.pop(name, None)
     os.environ["RAG_PROGRESS"] = "text"  # saved outputs hold text bars (stdout), not widgets
-    with tempfile.TemporaryDirectory() as scratch:
+    # ignore_cleanup_errors: on Windows, a file the kernel had open may not be free at once
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as scratch:
         os.environ["MILVUS_LITE_PATH"] = str(Path(scratch) / "milvus_demo.db")
         output = Path(scratch) / NOTEBOOK.name
         pm.execute_notebook(
@@ -81,7 +82,7 @@ def main() -> int:
     if problems:
         print(f"error: not saved: {'; '.join(problems)}", file=sys.stderr)
         return 1
-    NOTEBOOK.write_text(text + ("" if text.endswith("\n") else "\n"))
+    NOTEBOOK.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
     print(f"Saved outputs of a fresh run into {NOTEBOOK.relative_to(REPO)}.")
     return 0
 

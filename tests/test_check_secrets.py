@@ -66,7 +66,9 @@ def test_key_in_a_code_file_fails(tmp_path):
 
 @pytest.mark.parametrize(
     "path",
-    ["/home/alice/project/data", "/tmp/x/milvus.db", "/usr/lib/python3/site-packages/tqdm/auto.py"],
+    ["/home/alice/project/data", "/tmp/x/milvus.db", "/usr/lib/python3/site-packages/tqdm/auto.py",
+     "/private/var/folders/x1/ab_c/T/milvus.db", "C:\\Users\\alice\\AppData\\Local\\Temp\\x",
+     "C:/Users/alice/project/data", "d:\\users\\alice\\x"],  # macOS, Windows
 )
 def test_machine_paths_in_notebooks_fail(tmp_path, path):
     result = run(notebook(tmp_path / "n.ipynb", output=f"saved to {path}\n"))

@@ -90,7 +90,7 @@ def test_eval_prints_intervals_the_default_and_one_json_line(run, tmp_path):
         (["ask", "q", "--k", "0"], "--k must be a whole number of at least 1"),
         (["eval", "--strategy", "nope"], "Unknown retrieval strategy 'nope'"),
         (["ingest", "--docs", "/nonexistent/docs.zip"], "'/nonexistent/docs.zip' does not exist"),
-        (["ingest", "--uri", "./no-suffix"], "a Milvus Lite path (MILVUS_LITE_PATH) ends in .db"),
+        (["ingest", "--uri", "./no-suffix"], "a Milvus Lite path (MILVUS_LITE_PATH) is a plain path ending in .db"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_1(run, argv, message):

@@ -767,6 +767,33 @@ def test_a_download_in_progress_is_a_part_file_beside_its_target(tmp_path, http_
     assert files_under(cache) == ["docs.zip"]
 
 
+def test_a_download_finished_second_on_windows_keeps_the_first_ones_zip(tmp_path, http_server, monkeypatch):
+    """Two processes download at once; the first renamed its zip into place and has it open.
+    Windows refuses to replace an open file (PermissionError), so the second keeps the first's
+    zip; a PermissionError with no zip in place is a real one, and is raised."""
+    http_server.routes["/docs.zip"] = Route(zip_bytes(SMALL_DOCS))
+    cache, real_replace, copy = tmp_path / "cache", os.replace, corpus.shutil.copyfileobj
+
+    def windows_replace(source, target):
+        if Path(target).exists():
+            raise PermissionError(13, "Access is denied", str(target))
+        real_replace(source, target)
+
+    def the_other_process_finishes_first(source, target, *args):
+        copy(source, target, *args)
+        (cache / "docs.zip").write_bytes(zip_bytes(SMALL_DOCS))
+
+    monkeypatch.setattr(corpus.os, "replace", windows_replace)
+    monkeypatch.setattr(corpus.shutil, "copyfileobj", the_other_process_finishes_first)
+    assert fetch_zip(http_server.url("/docs.zip"), cache) == cache / "docs.zip"
+    assert files_under(cache) == ["docs.zip"]
+    monkeypatch.setattr(corpus.shutil, "copyfileobj", copy)
+    monkeypatch.setattr(corpus.os, "replace", lambda source, target: windows_replace(source, __file__))
+    with pytest.raises(PermissionError):
+        fetch_zip(http_server.url("/docs.zip"), tmp_path / "other")
+    assert files_under(tmp_path / "other") == []
+
+
 def test_a_server_that_never_answers_ends_in_a_sentence(tmp_path, monkeypatch):
     """It accepts the connection and sends nothing: after DOWNLOAD_TIMEOUT_S, one sentence."""
     monkeypatch.setattr(corpus, "DOWNLOAD_TIMEOUT_S", 0.2)

@@ -450,7 +450,8 @@ def test_the_uri_and_version_refusals_say_what_to_do():
         index.check_uri("milvus")
     assert str(caught.value) == (
         "'milvus' is neither a server URL nor a Milvus Lite path: a Milvus Lite path "
-        "(MILVUS_LITE_PATH) ends in .db, a server URL (MILVUS_URI) starts with http(s)://."
+        "(MILVUS_LITE_PATH) is a plain path ending in .db (no file: URL), a server URL "
+        "(MILVUS_URI) starts with http(s)://."
     )
     with pytest.raises(RagError) as caught:
         index.require_bm25(_Server("v2.4.9"))

@@ -180,6 +180,9 @@ def run(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; a user-caused failure prints one ``error:`` line and returns 1."""
     from pymilvus.exceptions import MilvusException
+    for stream in (sys.stdout, sys.stderr):  # UTF-8: in the code page Windows gives output
+        if hasattr(stream, "reconfigure"):  # redirected to a file, "→" would end the command
+            stream.reconfigure(encoding="utf-8", errors=stream.errors)
     try:
         with quiet("pymilvus"):  # its logs repeat, with tracebacks, the error reported below
             return run(argv)

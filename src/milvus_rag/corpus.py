@@ -19,14 +19,11 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from milvus_rag.config import data_dir
 from milvus_rag.errors import RagError, cause
-
-try:
-    from fcntl import LOCK_EX, flock
-except ImportError:  # Windows: one process at a time is the user's business there
-    LOCK_EX, flock = 0, lambda handle, operation: None
+from milvus_rag.locks import locked
 
 MAX_TOTAL_BYTES = 200 * 1024 * 1024  # refuse archives expanding beyond (the docs: about 2 MB)
 MAX_RATIO = 200  # refuse members compressed more than this many times (zip bombs)
@@ -80,7 +77,11 @@ def fetch_zip(url: str, cache_dir: Path) -> Path:
             raise RagError(f"The download of {url} stopped early ({size} of {expected} bytes): run again, or {fix}.")
         if not zipfile.is_zipfile(part):
             raise RagError(f"{url} did not return a zip file: check the URL, or {fix}.")
-        os.replace(part, target)
+        try:
+            os.replace(part, target)
+        except PermissionError:  # Windows: another process downloaded it first and has it open
+            if not target.is_file():
+                raise
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:  # HTTPError included
         why = f"HTTP {err.code} {err.reason}" if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", err)
         raise RagError(f"Cannot download {url} ({why}): check the URL and the network, or {fix}.") from err
@@ -121,14 +122,13 @@ def extract(zip_path: Path, cache_dir: Path) -> Corpus:
                 corpus = Corpus(Path(cache_dir) / "corpora" / label, label, False)
             target, marker = corpus.root, corpus.root / MARKER
             target.parent.mkdir(parents=True, exist_ok=True)
-            with open(target.parent / f".{target.name}.lock", "a+b") as lock:
-                flock(lock, LOCK_EX)  # released when the file closes
-                if marker.is_file() and marker.read_text().strip() == digest:
+            with locked(target.parent / f".{target.name}.lock"):
+                if marker.is_file() and marker.read_text(encoding="utf-8").strip() == digest:
                     return corpus
                 staging, old = (Path(tempfile.mkdtemp(f".{n}", f".{target.name}.", target.parent)) for n in "no")
                 try:
                     archive.extractall(staging, members=members)
-                    (staging / MARKER).write_text(digest + "\n")
+                    (staging / MARKER).write_text(digest + "\n", encoding="utf-8")
                     if target.exists():
                         os.replace(target, old / target.name)
                     os.replace(staging, target)
@@ -142,7 +142,10 @@ def extract(zip_path: Path, cache_dir: Path) -> Corpus:
 
 
 def open_corpus(source: str, cache_dir: Path | None = None) -> Corpus:
-    """The documents of ``source``: a zip URL (downloaded once), a zip path or a folder."""
+    """The documents of ``source``: a zip URL (downloaded once), a zip path or a folder (or its
+    ``file:`` URL)."""
+    if (url := urlparse(source)).scheme == "file":
+        source = url2pathname(url.path)  # file:///C:/docs.zip -> C:\docs.zip on Windows
     cache_dir, path = cache_dir or data_dir(), Path(source).expanduser()
     is_url = urlparse(source).scheme in ("http", "https")
     if is_url or (path.is_file() and path.suffix.lower() not in SUFFIXES):
@@ -176,7 +179,8 @@ def _read(path: Path, root: Path) -> tuple[str, str]:
             return "", f"it is larger than the {MAX_FILE_BYTES >> 20} MiB limit for one document; split it"
         if b"\0" in (data := path.read_bytes()):
             return "", "it holds NUL bytes (binary, or UTF-16?); save it as UTF-8 text"
-        return (text := data.decode("utf-8-sig")), "" if text.strip() else "it is empty"
+        text = re.sub(r"\r\n?", "\n", data.decode("utf-8-sig"))  # Windows' CRLF: lines as elsewhere
+        return text, "" if text.strip() else "it is empty"
     except UnicodeDecodeError as err:
         return "", f"it is not UTF-8 text (byte {err.start}); re-save it as UTF-8"
     except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop, up to Python 3.12

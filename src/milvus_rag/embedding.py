@@ -195,7 +195,7 @@ def load_minilm() -> Embedding:
         raise RagError(f"The converted model {path} cannot be loaded ({cause(err)}): delete it, "
                        "and the next run converts the packaged weights again.") from err  # fmt: skip
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # no warning when a process forks
-    limit = json.loads((model_dir / "sentence_bert_config.json").read_text())["max_seq_length"]
+    limit = json.loads((model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))["max_seq_length"]
     dim = session.get_outputs()[0].shape[-1]
     function = BatchedOnnxFunction(session, FastTokenizer(model_dir / "tokenizer.json", limit), dim)
     return Embedding(function, "minilm (all-MiniLM-L6-v2, packaged)", dim)

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from milvus_rag.chunking import Entry
 from milvus_rag.config import setting
 from milvus_rag.errors import RagError, cause, quiet
+from milvus_rag.locks import held_elsewhere
 
 METRIC_TYPE = "IP"  # as in the tutorial; the embeddings are unit length, so this is cosine
 CONSISTENCY_LEVEL = "Strong"  # not "Bounded": on a server, a search sees rows just inserted
@@ -33,33 +34,16 @@ BUILT_BY = "milvus_rag.built_by"  # the collection property that records what bu
 
 
 def is_lite_path(uri: str) -> bool:
-    """True for a Milvus Lite path (anything that is not a URL)."""
+    """True for a Milvus Lite path: anything but a URL (``C:\\`` is a drive, not a scheme)."""
     return "://" not in uri and not uri.startswith("unix:")
 
 
 def check_uri(uri: str) -> None:
     """Refuse a URI that is neither a server URL nor a Milvus Lite ``.db`` path."""
-    if is_lite_path(uri) and not uri.endswith(".db"):
+    if (is_lite_path(uri) and not uri.endswith(".db")) or uri.lower().startswith("file:"):
         raise RagError(f"{uri!r} is neither a server URL nor a Milvus Lite path: a Milvus Lite "
-                       "path (MILVUS_LITE_PATH) ends in .db, a server URL (MILVUS_URI) starts with "
-                       "http(s)://.")
-
-
-def _held_by_another_process(path: str) -> bool:
-    """Whether another process holds Milvus Lite's lock on ``path`` (POSIX only)."""
-    try:
-        import fcntl
-        fd = os.open(os.path.join(path, "LOCK"), os.O_RDWR)
-    except (ImportError, OSError):
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
+                       "path (MILVUS_LITE_PATH) is a plain path ending in .db (no file: URL), a server "
+                       "URL (MILVUS_URI) starts with http(s)://.")
 
 
 @contextlib.contextmanager
@@ -72,7 +56,7 @@ def milvus_errors(uri: str) -> Iterator[None]:
     except RagError:
         raise
     except Exception as err:
-        if is_lite_path(uri) and _held_by_another_process(uri):
+        if is_lite_path(uri) and held_elsewhere(os.path.join(uri, "LOCK")):  # Milvus Lite's
             raise RagError(f"The Milvus Lite database {uri!r} is open in another process (a "
                            "notebook kernel or a command): in that notebook run `from milvus_rag"
                            ".index import release; release(MILVUS_URI)` (or shut its kernel down), "
