@@ -385,6 +385,7 @@ class _NoProperties:
 
 def test_an_engine_that_cannot_record_what_built_a_collection_still_syncs(client, fake_embedding):
     entries = [Entry("T\n\nanswer", "a.md", "T")]
+    # the words the C++ milvus-lite answers with (test_milvus_engines.py checks them there)
     old = _NoProperties(client, Exception("<_InactiveRpcError: StatusCode.UNIMPLEMENTED>"))
     assert index.sync(old, "c", fake_embedding, entries)["added"] == 1
     assert index.built_by(client, "c") == {}

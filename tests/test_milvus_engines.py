@@ -461,3 +461,17 @@ def test_quick_setup_collection(client):
         {"extra": "kept in the dynamic field"},
     )
     client.drop_collection("quick")
+
+
+def test_collection_properties_are_kept_or_refused_as_index_expects(engine, client):
+    """What index._record relies on, and what the fast tests' stand-in (test_index.py's
+    _NoProperties) copies: lite3 keeps a property; the C++ milvus-lite refuses to alter one
+    with an error whose text names UNIMPLEMENTED."""
+    name = make(client, "props")
+    if engine == "lite3":
+        client.alter_collection_properties(name, {"milvus_rag.test": "kept"})
+        assert client.describe_collection(name)["properties"]["milvus_rag.test"] == "kept"
+    else:
+        with pytest.raises(Exception) as raised:
+            client.alter_collection_properties(name, {"milvus_rag.test": "kept"})
+        assert "UNIMPLEMENTED" in str(raised.value)

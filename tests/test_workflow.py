@@ -72,7 +72,10 @@ def test_the_matrix_is_three_systems_by_three_pythons_on_every_push_and_pull_req
     assert set(strategy["matrix"]["os"]) == {"ubuntu-latest", "macos-latest", "windows-latest"}
     assert strategy["matrix"]["python"] == ["3.11", "3.12", "3.13"]  # strings: 3.10 is no 3.1
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert project["requires-python"] == ">=" + strategy["matrix"]["python"][0]  # lowest tested
+    pythons = strategy["matrix"]["python"]  # requires-python admits exactly the ones tested
+    newest = pythons[-1].split(".")
+    assert project["requires-python"] == f">={pythons[0]},<{newest[0]}.{int(newest[1]) + 1}"
+    assert [c.rsplit(" ", 1)[-1] for c in project["classifiers"] if "Python :: 3." in c] == pythons
     assert job()["runs-on"] == "${{ matrix.os }}"
     steps = job()["steps"]
     setup = next(step for step in steps if step.get("uses", "").startswith("actions/setup-python@"))

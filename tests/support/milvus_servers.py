@@ -8,8 +8,8 @@ Two engines speak Milvus's gRPC protocol without Docker:
 ``lite25``
     milvus-lite 2.5.1, Milvus's C++ engine (segcore/knowhere) behind a gRPC server. Both
     versions install the module ``milvus_lite``, so 2.5.1 lives in a virtual environment of
-    its own under the repository's ``.cache/``, built on first use (``pip install``) and
-    reused after; only its ``milvus`` binary is run.
+    its own under the repository's ``.cache/`` (one per Python version), built on first use
+    (``pip install``) and reused after; only its ``milvus`` binary is run.
 
 Usage::
 
@@ -34,7 +34,6 @@ Ctrl-C at the terminal reaches only this process, whose clean-up then stops them
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import signal
@@ -50,7 +49,9 @@ from typing import IO
 ENGINES = ("lite3", "lite25")
 LITE25_VERSION = "2.5.1"
 REPO = Path(__file__).resolve().parents[2]
-LITE25_VENV = REPO / ".cache" / f"milvus-lite-{LITE25_VERSION}"
+# One venv per Python version: a venv belongs to the interpreter that made it (its bin/python).
+PYTHON_TAG = f"py{sys.version_info.major}.{sys.version_info.minor}"
+LITE25_VENV = REPO / ".cache" / f"milvus-lite-{LITE25_VERSION}-{PYTHON_TAG}"
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_CHARS = 3000
@@ -214,6 +215,8 @@ def _lock(path: Path) -> IO:
     with _LOCKS_GUARD:
         if str(path) in _LOCKS_HELD:
             raise ServerError(f"{path.parent} is in use by another lite25 server of this process")
+        import fcntl  # here, not at the top: the fast tier imports this module on Windows too
+
         lock = open(path, "a")  # closed by Server.stop
         try:
             fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -291,6 +294,8 @@ def lite25_binary(venv: Path = LITE25_VENV) -> Path:
     if binary := built():
         return binary
     venv.parent.mkdir(parents=True, exist_ok=True)
+    import fcntl  # the servers run on Linux
+
     with open(venv.parent / f"{venv.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # waits while another process builds it
         if binary := built():
@@ -298,7 +303,10 @@ def lite25_binary(venv: Path = LITE25_VENV) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         python = venv / "bin" / "python"
         _run([sys.executable, "-m", "venv", str(venv)])
-        _run([str(python), "-m", "pip", "install", "--quiet", f"milvus-lite=={LITE25_VERSION}"])
+        # setuptools: milvus-lite 2.5.1's __init__ imports pkg_resources, which venvs of Python
+        # 3.12+ lack (no setuptools in them) and which setuptools 81 removed.
+        _run([str(python), "-m", "pip", "install", "--quiet", f"milvus-lite=={LITE25_VERSION}",
+              "setuptools<81"])  # fmt: skip
         found = _run([str(python), "-c", _LITE25_FIND]).split()
         if found[:1] != [LITE25_VERSION] or len(found) != 2 or not Path(found[1]).is_file():
             raise ServerError(f"milvus-lite {LITE25_VERSION} in {venv} looks wrong: {found}")
