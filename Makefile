@@ -49,13 +49,12 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow" -q
 
 # The paths no test machine takes by itself: Colab's first cell (clone, pinned installs) in a
-# venv holding only what Colab preinstalls; `pip install -r requirements.txt` with the pip a new
-# venv ships; the notebook against a Milvus server of each engine; JupyterLab in a browser; both
-# ends of the requirements' ranges (the newest versions of the day, and every lower bound); the
-# newest CPython Debian's source packages give (built once, cached outside the checkout).
+# venv holding only what Colab preinstalls; the notebook against a Milvus server of each engine;
+# JupyterLab in a browser; both ends of the requirements' ranges (the newest versions of the day,
+# through `pip install -r requirements.txt` with the pip a new venv ships, and every lower
+# bound); the newest CPython Debian's source packages give (built once, outside the checkout).
 rehearse: install
 	$(BIN)/python tests/colab/rehearse.py
-	$(BIN)/python tests/install/stock_pip.py
 	$(BIN)/python -m pytest -m rehearsal -p no:cacheprovider tests/test_server_notebook.py
 	$(BIN)/python tests/browser/rehearse.py
 	$(BIN)/python tests/install/version_ranges.py

@@ -5,8 +5,9 @@
 `make install` and CI install requirements-lock.txt exactly; `pip install -r requirements.txt`
 gives a user whatever is newest that day within its ranges (the drift this checks), and an older
 environment such as Colab's keeps what it has where the ranges allow. So this script installs
-into a scratch venv either the newest versions requirements-dev.txt allows (`pip install`, with
-the pip a new venv ships and the machine's pip settings as they are), or with ``--lowest`` every
+into a scratch venv either the newest versions the ranges allow (`pip install -r
+requirements.txt` as the README says, then requirements-dev.txt, with the pip a new venv ships
+and the machine's pip settings as they are), or with ``--lowest`` every
 direct requirement at its lower bound (uv's ``lowest-direct`` resolution; torch, which has one
 exact pin, through pip as `make install` does). It prints every version that differs from the
 lock, then runs the fast tier and the notebook with that venv. Exit 0 when both pass; 1 with the
@@ -92,9 +93,11 @@ def main() -> int:
                   "-r", "requirements-dev.txt"], cwd=REPO)  # fmt: skip
             step(f"pip install {UNLOCKED} (its pin)", [python, "-m", "pip", "install", "--quiet",
                  "-r", "requirements-offline.txt"], cwd=REPO)  # fmt: skip
-        else:
-            step("pip install -r requirements-dev.txt (newest allowed)",
-                 [python, "-m", "pip", "install", "--quiet", "-r", "requirements-dev.txt"], cwd=REPO)  # fmt: skip
+        else:  # first the README's install for notebook users alone, then the test tools
+            pip = step("pip --version", [python, "-m", "pip", "--version"]).stdout.split()[1]
+            for name in ("requirements.txt", "requirements-dev.txt"):
+                step(f"pip {pip} install -r {name} (newest allowed)",
+                     [python, "-m", "pip", "install", "--quiet", "-r", name], cwd=REPO)  # fmt: skip
         pins = json.dumps(lock_pins(LOCK.read_text()))
         found = json.loads(step("versions", [python, "-c", VERSIONS, pins]).stdout)
         drift = differences(found["locked"], found["installed"])
