@@ -133,9 +133,12 @@ def built_by(client, name: str) -> dict:
 
 def _record(client, name: str, built: dict) -> None:
     """Record what built ``name`` in its properties; an engine that cannot alter them (the
-    deprecated milvus-lite 2.5) keeps no record, and only the dimension is checked there."""
+    deprecated milvus-lite 2.5) keeps no record, and only the dimension is checked there.
+    Written twice: a Milvus 2.3 server makes a properties write durable only with the next one
+    (killed, it comes back with the one before, flushed or not), so the second keeps the first."""
     try:
-        client.alter_collection_properties(name, {BUILT_BY: json.dumps(built)})
+        for _ in range(2):
+            client.alter_collection_properties(name, {BUILT_BY: json.dumps(built)})
     except Exception as err:
         if "UNIMPLEMENTED" not in str(err):
             raise
