@@ -218,3 +218,24 @@ def test_colab_keeps_its_preinstalled_openai_and_tqdm():
     required = requirement_lines("requirements.txt")
     for name in ("openai", "tqdm"):
         assert preinstalled[name].removeprefix("==") in SpecifierSet(required[name]), name
+
+
+def test_the_drift_report_names_each_version_that_differs_from_the_lock():
+    differences = _script("tests/install/version_ranges.py").differences
+    locked = {"openai": "3.63.0", "tqdm": "4.70.1", "numpy": "2.4.6", "uv": "0.13.9"}
+    installed = {"openai": "3.64.0", "tqdm": "4.70.1", "numpy": "2.4.6", "distro": "1.9.0",
+                 "pip": "23.2.1", "milvus-rag": "0.2.0", "torch": "2.13.0+cpu"}  # fmt: skip
+    assert differences(locked, installed) == [
+        "  distro 1.9.0 (not in the lock)",
+        "  openai 3.63.0 -> 3.64.0",
+        "  uv 0.13.9 (locked, not installed)",
+    ]
+    assert differences(locked, {**locked, "torch": "2.13.0+cpu"}) == []
+
+
+def test_the_lock_takes_in_torchs_own_requirements_but_not_its_extras(monkeypatch):
+    lock = _script("scripts/lock.py")
+    declared = ["filelock", "sympy>=1.13.3", 'setuptools>=77; python_version >= "3.12"',
+                'optree>=0.13.0; extra == "optree"', 'pyyaml ; extra=="pyyaml"']  # fmt: skip
+    monkeypatch.setattr(lock, "requires", lambda name: declared if name == "torch" else None)
+    assert lock.unlocked_dependencies() == declared[:3]
