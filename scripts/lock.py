@@ -22,6 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "requirements-lock.txt"
 UNLOCKED = "torch"  # installed on its own pin (see above)
 LOWEST_PYTHON = "3.11"  # pyproject.toml's requires-python
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+
+
+def lock_pins(text: str) -> list[tuple[str, str, str]]:
+    """``(name, version, marker)`` for each pin of a lock file this script wrote."""
+    return [m.groups(default="") for line in text.splitlines() if (m := PIN.match(line))]
 
 
 def unlocked_dependencies() -> list[str]:
@@ -57,8 +63,7 @@ def main() -> int:
         + body,
         encoding="utf-8",
     )
-    pins = sum(1 for line in body.splitlines() if re.match(r"[A-Za-z0-9]", line))
-    print(f"{LOCK.name}: {pins} pins")
+    print(f"{LOCK.name}: {len(lock_pins(body))} pins")
     return 0
 
 

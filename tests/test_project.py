@@ -161,7 +161,7 @@ def _script(path: str):
 def _locked() -> dict[str, list[tuple[str, str]]]:
     """normalized name -> [(version, marker)] of requirements-lock.txt."""
     found: dict[str, list[tuple[str, str]]] = {}
-    pins = _script("tests/install/version_ranges.py").lock_pins((REPO / "requirements-lock.txt").read_text())
+    pins = _script("scripts/lock.py").lock_pins((REPO / "requirements-lock.txt").read_text())
     for name, version, marker in pins:
         found.setdefault(re.sub(r"[-_.]+", "-", name).lower(), []).append((version, marker))
     return found

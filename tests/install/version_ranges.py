@@ -16,9 +16,9 @@ lock`), so that no install within the ranges yields a failing set. Run by `make 
 by CI); needs PyPI.
 """
 
+import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,10 +27,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-LOCK = REPO / "requirements-lock.txt"
 NOTEBOOK = "notebooks/build_RAG_with_milvus_and_lepton.ipynb"
-UNLOCKED = "torch"  # the one package outside the lock (scripts/lock.py)
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+# The lock's writer, which also reads it and names the one package outside it (torch).
+_spec = importlib.util.spec_from_file_location("lock", REPO / "scripts" / "lock.py")
+lock = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(lock)
+LOCK, UNLOCKED = lock.LOCK, lock.UNLOCKED
 # Evaluated inside the scratch venv: which of the lock's pins apply there (markers), and what
 # pip installed. Prints {"locked": {name: version}, "installed": {name: version}}.
 VERSIONS = """
@@ -45,11 +47,6 @@ for name, version, marker in json.loads(sys.argv[1]):
 installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}
 print(json.dumps({"locked": locked, "installed": installed}))
 """
-
-
-def lock_pins(text: str) -> list[tuple[str, str, str]]:
-    """``(name, version, marker)`` for each pin of a lock file written by scripts/lock.py."""
-    return [m.groups(default="") for line in text.splitlines() if (m := PIN.match(line))]
 
 
 def differences(locked: dict[str, str], installed: dict[str, str]) -> list[str]:
@@ -98,7 +95,7 @@ def main() -> int:
             for name in ("requirements.txt", "requirements-dev.txt"):
                 step(f"pip {pip} install -r {name} (newest allowed)",
                      [python, "-m", "pip", "install", "--quiet", "-r", name], cwd=REPO)  # fmt: skip
-        pins = json.dumps(lock_pins(LOCK.read_text()))
+        pins = json.dumps(lock.lock_pins(LOCK.read_text()))
         found = json.loads(step("versions", [python, "-c", VERSIONS, pins]).stdout)
         drift = differences(found["locked"], found["installed"])
         print(f"{len(drift)} versions differ from {LOCK.name}" + (":" if drift else ""))
