@@ -50,12 +50,14 @@ test-fast: install
 
 # The paths no test machine takes by itself: Colab's first cell (clone, pinned installs) in a
 # venv holding only what Colab preinstalls; the notebook against a Milvus server of each engine;
+# the engine tests, the CLI and the notebook against a Milvus 2.3 standalone (private network);
 # JupyterLab in a browser; both ends of the requirements' ranges (the newest versions of the day,
 # through `pip install -r requirements.txt` with the pip a new venv ships, and every lower
 # bound); the newest CPython Debian's source packages give (built once, outside the checkout).
 rehearse: install
 	$(BIN)/python tests/colab/rehearse.py
 	$(BIN)/python -m pytest -m rehearsal -p no:cacheprovider tests/test_server_notebook.py
+	$(BIN)/python tests/standalone/rehearse.py
 	$(BIN)/python tests/browser/rehearse.py
 	$(BIN)/python tests/install/version_ranges.py
 	$(BIN)/python tests/install/version_ranges.py --lowest

@@ -176,6 +176,12 @@ def test_all_docs_has_a_collection_of_its_own(run, tmp_path):
     assert (every["collection"], every["count"]) == ("my_rag_collection_docs", 2)
     again = json.loads(run("ingest", "--docs", str(docs))[1])
     assert (again["added"], again["removed"]) == (0, 0)
+    # ask with the same options searches the same collection: the page, not the FAQ
+    code, out, err = run("ask", "What is it?", "--docs", str(docs), "--all-docs", "--json")
+    assert code == 0 and "does not exist" not in err and "did not match" not in err
+    assert [hit["source"] for hit in json.loads(out)["hits"]] == ["intro.md", "faq/faq.md"]
+    code, out, _ = run("ask", "What is it?", "--docs", str(docs), "--json")
+    assert code == 0 and [hit["source"] for hit in json.loads(out)["hits"]] == ["faq.md"]
 
 
 def test_ask_completes_an_interrupted_ingest_and_says_so(run, lite_uri):
@@ -234,3 +240,29 @@ def test_a_bad_file_is_skipped_with_a_warning_that_names_it(run, tmp_path):
     code, out, err = run("ingest", "--docs", str(folder))
     assert code == 0 and "Warning: " in err and "broken.md" in err and "binary.md" in err
     assert json.loads(out)["added"] >= 2
+
+
+def test_eval_on_a_server_without_bm25_skips_those_strategies_in_one_line(run, tmp_path, monkeypatch):
+    """As on Milvus 2.3: the dense strategies are measured, one line names the others and why;
+    asking for a BM25 strategy's figures is refused in one sentence."""
+    from support.fakes import Milvus23
+
+    from milvus_rag import index
+
+    connect = index.connect
+    monkeypatch.setattr(index, "connect", lambda uri, token="": Milvus23(connect(uri, token)))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"q": "How does Milvus flush data?",
+                                     "gold": "How does Milvus flush data?"}) + "\n")  # fmt: skip
+    code, out, err = run("eval", "--questions", str(questions))
+    assert code == 0, err
+    assert ("Skipped tutorial-bm25, tutorial-hybrid-rrf, entry-bm25, entry-hybrid-rrf, "
+            "entry-hybrid-weighted: BM25 full-text search needs Milvus 2.5 or later, but the "
+            "server at MILVUS_URI runs 2.3.\n") in err  # fmt: skip
+    rows = [line.split()[0] for line in out.splitlines() if line[:1].islower()]
+    assert rows[1:4] == ["tutorial-dense", "entry-dense", "entry-phrasings-dense"]  # after "strategy"
+    assert "entry-bm25" not in out and json.loads(out.splitlines()[-1])["n"] == 1
+    code, _, err = run("eval", "--questions", str(questions), "--only", "--strategy", "entry-bm25")
+    assert code == 1 and err.splitlines()[-1] == ("error: BM25 full-text search needs Milvus 2.5 or later, but the "
+                                 "server at MILVUS_URI runs 2.3: upgrade it, or use the dense "
+                                 "strategies only.")  # fmt: skip

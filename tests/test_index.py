@@ -469,3 +469,41 @@ def test_connect_gives_a_server_its_token(monkeypatch):
     monkeypatch.setattr(pymilvus, "MilvusClient", lambda **kwargs: made.append(kwargs) or "client")
     assert index.connect("https://milvus.example.com:19530", "user:secret") == "client"
     assert made == [{"uri": "https://milvus.example.com:19530", "token": "user:secret"}]
+
+
+@pytest.mark.parametrize(
+    "reported, grouping, bm25",
+    [("v2.3.5-lite", False, False), ("v2.4.9", True, False), ("2.5.4", True, True),
+     ("milvus_lite-3.2.2", True, True), (RuntimeError("UNIMPLEMENTED"), True, True)],
+)  # fmt: skip
+def test_the_server_is_asked_what_it_can_do(reported, grouping, bm25):
+    assert (index.lacks(_Server(reported), "grouping") == "") is grouping
+    assert (index.lacks(_Server(reported), "bm25") == "") is bm25
+    if reported == "v2.3.5-lite":
+        assert index.lacks(_Server(reported), "grouping") == (
+            "Grouped search (group_by_field) needs Milvus 2.4 or later, but the server at "
+            "MILVUS_URI runs 2.3"
+        )
+
+
+def test_counts_are_count_star_under_strong_consistency(client, fake_embedding):
+    """Not collection statistics (a server counts only flushed rows there), and not Bounded."""
+    entries = [Entry("T\n\nanswer", "a.md", "T"), Entry("U\n\nother", "a.md", "U")]
+    index.sync(client, "c", fake_embedding, entries)
+    asked = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(client, name)
+
+        def query(self, *args, **kwargs):
+            asked.append(kwargs)
+            return client.query(*args, **kwargs)
+
+        def get_collection_stats(self, name):
+            return {"row_count": 0}  # as a server answers before a flush
+
+    assert index.count(Recording(), "c") == 2
+    assert asked == [{"output_fields": ["count(*)"], "consistency_level": "Strong"}]
+    assert "c (2 rows)" in index.open_existing(Recording(), ["c"], fake_embedding)
+    assert index.sync(Recording(), "c", fake_embedding, entries)["rows"] == 2

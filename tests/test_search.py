@@ -197,3 +197,54 @@ def test_the_tutorial_strategies_search_the_tutorials_own_pieces(built, docs_dir
         hits = search.search(client, NAMES.eval_tutorial, embedding, ["How does Milvus flush data?"],
                              5, strategy)[0]  # fmt: skip
         assert len(hits) == 5 and all(hit.text in pieces for hit in hits), strategy
+
+
+
+@pytest.fixture(scope="module")
+def with_phrasings(docs_dir, tmp_path_factory):
+    """The FAQ entries with the project's phrasings (five rows per entry), on Milvus Lite."""
+    from milvus_rag.chunking import load_phrasings
+    from milvus_rag.config import phrasings_path
+
+    uri = str(tmp_path_factory.mktemp("phrasings") / "phrasings.db")
+    client, embedding = index.connect(uri), UntiedEmbedding()
+    evaluation.build_collections(client, NAMES, embedding, docs_dir, ["entry-phrasings-dense"],
+                                 load_phrasings(phrasings_path()))  # fmt: skip
+    yield client, embedding
+    index.release(uri)
+
+
+@pytest.mark.parametrize("version", ["v2.3.5-lite", None])
+def test_without_grouping_each_entry_is_one_hit_and_the_hits_are_the_grouped_ones(
+    with_phrasings, version
+):
+    """On a server that ignores group_by_field (Milvus 2.3; one that does not say its version
+    is caught by its answers), each entry's best row is kept from more rows: the same hits as a
+    grouped search, never an entry twice."""
+    from support.fakes import Milvus23
+
+    client, embedding = with_phrasings
+    questions = ["Where does Milvus store data?", "How much does Milvus cost?", "index types"]
+    for k in (1, 3, 10):
+        grouped = search.search(client, NAMES.eval_entries, embedding, questions, k,
+                                "entry-phrasings-dense")  # fmt: skip
+        old = Milvus23(client, version)
+        alone = search.search(old, NAMES.eval_entries, embedding, questions, k,
+                              "entry-phrasings-dense")  # fmt: skip
+        assert alone == grouped and all(len(hits) == k for hits in alone)
+        if version:  # the version says: grouping is never asked for
+            assert all(call["group_by_field"] is None for call in old.searches)
+
+
+def test_without_grouping_more_rows_are_fetched_until_k_entries_are_found(with_phrasings, monkeypatch):
+    from support.fakes import Milvus23
+
+    client, embedding = with_phrasings
+    monkeypatch.setattr(search, "ROWS_FIRST", 1)  # k rows first: too few distinct entries
+    old = Milvus23(client)
+    question = ["when does IVF_FLAT become faster than FLAT"]  # 2 entries in the top 5 rows
+    found = search.search(old, NAMES.eval_entries, embedding, question, 5,
+                          "entry-phrasings-dense")[0]  # fmt: skip
+    assert found == search.search(client, NAMES.eval_entries, embedding, question, 5,
+                                  "entry-phrasings-dense")[0]  # fmt: skip
+    assert [call["limit"] for call in old.searches] == [5, 20]

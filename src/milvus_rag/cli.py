@@ -30,11 +30,12 @@ def _parser() -> argparse.ArgumentParser:
 
     ingest = sub.add_parser("ingest", help="split, embed and insert the documents (idempotent)")
     ingest.add_argument("--rebuild", action="store_true", help="drop and recreate the collection")
-    ingest.add_argument("--all-docs", action="store_true",
-                        help="every page of the Milvus docs (all of en/), not only the FAQ")  # fmt: skip
     common(ingest)
     ask = sub.add_parser("ask", help="answer a question from the documents (ingests if needed)")
     ask.add_argument("question")
+    for command in (ingest, ask):  # ask searches what ingest built with the same options
+        command.add_argument("--all-docs", action="store_true",
+                             help="every page of the Milvus docs (all of en/), not only the FAQ")  # fmt: skip
     ask.add_argument("--k", default=None, help="how many pieces to retrieve (env RAG_TOP_K)")
     ask.add_argument("--json", action="store_true", help="print one JSON line instead of a stream")
     common(ask)
@@ -111,7 +112,12 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
     names = config.collections(base)
     path = args.questions or config.eval_questions()
     questions = evaluation.load_questions(path)
-    strategies = [args.strategy] if args.only else list(search.STRATEGIES)
+    if search.strategy_named(args.strategy).needs_bm25:
+        index.require_bm25(client)  # the one the table's last line reports: refused, not skipped
+    strategies, skipped = evaluation.supported(
+        client, [args.strategy] if args.only else list(search.STRATEGIES))
+    if skipped:
+        _status(skipped)
     unknown = evaluation.unknown_golds(questions, chunking.faq_entries(docs.root))
     if unknown:
         _status(f"Warning: {len(unknown)} gold title(s) head no FAQ entry: {unknown[:3]}")

@@ -119,6 +119,15 @@ def unknown_golds(questions: list[Question], entries: list[chunking.Entry]) -> l
     return sorted({q.gold for q in questions if first_hit_rank(texts, q.gold) is None})
 
 
+def supported(client, strategies: list[str]) -> tuple[list[str], str]:
+    """Those of ``strategies`` the server can run, and one line naming the others and why ("" if
+    none is left out): without BM25 (Milvus before 2.5) the dense strategies only."""
+    why = index.lacks(client, "bm25")
+    skipped = [name for name in strategies if why and search.strategy_named(name).needs_bm25]
+    kept = [name for name in strategies if name not in skipped]
+    return kept, f"Skipped {', '.join(skipped)}: {why}." if skipped else ""
+
+
 def build_collections(client, names: Collections, embedding, docs_dir: Path, strategies,
                       phrasings=None) -> None:  # fmt: skip
     """(Re)create the collections ``strategies`` need (BM25: Milvus 2.5+), entries with ``phrasings``."""

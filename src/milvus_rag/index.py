@@ -4,7 +4,8 @@ The tutorial's own collection is created in the notebook (quick setup); the impr
 pipeline's, one per corpus, are made here, for the command line builds them too. Row ids derive
 from the content, so :func:`sync` does only the missing work; each collection records what built
 it (model, chunking, a fingerprint of its rows, whether the last sync completed), so no question
-is answered from an index that does not match. Needs Milvus 2.4; BM25 (2.5+) only on request."""
+is answered from an index that does not match. The server is asked what it can do (:func:`lacks`)
+before grouping or BM25 is relied on; row counts are ``count(*)`` under Strong consistency."""
 
 import contextlib
 import hashlib
@@ -85,17 +86,43 @@ def release(uri: str) -> None:
         server_manager_instance.release_server(uri)
 
 
-def require_bm25(client) -> None:
-    """Refuse, in one sentence, a Milvus older than 2.5 (no BM25 full-text search). Milvus Lite
-    reports its own version (3.x, which has it); an engine that does not say is let through."""
+# What the project relies on that older servers lack, and the Milvus version that brought it.
+# (Milvus 2.3 ignores group_by_field without an error; search.py also checks its answers.)
+FEATURES = {"grouping": ("Grouped search (group_by_field)", (2, 4)),
+            "bm25": ("BM25 full-text search", (2, 5))}  # fmt: skip
+
+
+def server_version(client) -> tuple[int, int] | None:
+    """The (major, minor) Milvus version the server reports; Milvus Lite 3 says 3.x and has every
+    feature. None for an engine that does not say (the C++ milvus-lite 2.5: UNIMPLEMENTED)."""
     try:
-        found = tuple(map(int, re.search(r"(\d+)\.(\d+)", client.get_server_version()).groups()))
-    except Exception:  # the C++ Milvus Lite: UNIMPLEMENTED
-        return
-    if found < (2, 5):
-        raise RagError(f"BM25 full-text search needs Milvus 2.5 or later, but the server at "
-                       f"MILVUS_URI runs {found[0]}.{found[1]}: upgrade it, or use the dense "
-                       "strategies only.")
+        return tuple(map(int, re.search(r"(\d+)\.(\d+)", client.get_server_version()).groups()))
+    except Exception:
+        return None
+
+
+def lacks(client, feature: str) -> str:
+    """Why the server lacks ``feature`` (a key of ``FEATURES``), as the start of a sentence; ""
+    if it has it or does not say its version."""
+    what, needed = FEATURES[feature]
+    found = server_version(client)
+    if found is None or found >= needed:
+        return ""
+    return (f"{what} needs Milvus {needed[0]}.{needed[1]} or later, but the server at MILVUS_URI "
+            f"runs {found[0]}.{found[1]}")  # fmt: skip
+
+
+def require_bm25(client) -> None:
+    """Refuse, in one sentence, a Milvus older than 2.5 (no BM25 full-text search)."""
+    if why := lacks(client, "bm25"):
+        raise RagError(f"{why}: upgrade it, or use the dense strategies only.")
+
+
+def count(client, name: str) -> int:
+    """The rows in collection ``name`` now: ``count(*)`` under Strong consistency (a server's
+    collection statistics count only flushed rows, and a Bounded read may miss the newest)."""
+    found = client.query(name, output_fields=["count(*)"], consistency_level=CONSISTENCY_LEVEL)
+    return int(found[0]["count(*)"])
 
 
 def built_by(client, name: str) -> dict:
@@ -106,9 +133,12 @@ def built_by(client, name: str) -> dict:
 
 def _record(client, name: str, built: dict) -> None:
     """Record what built ``name`` in its properties; an engine that cannot alter them (the
-    deprecated milvus-lite 2.5) keeps no record, and only the dimension is checked there."""
+    deprecated milvus-lite 2.5) keeps no record, and only the dimension is checked there.
+    Written twice: a Milvus 2.3 server makes a properties write durable only with the next one
+    (killed, it comes back with the one before, flushed or not), so the second keeps the first."""
     try:
-        client.alter_collection_properties(name, {BUILT_BY: json.dumps(built)})
+        for _ in range(2):
+            client.alter_collection_properties(name, {BUILT_BY: json.dumps(built)})
     except Exception as err:
         if "UNIMPLEMENTED" not in str(err):
             raise
@@ -132,7 +162,7 @@ def open_existing(client, names: list[str], embedding) -> str:
     for name in names:
         if client.has_collection(name):
             client.load_collection(name)  # a reopened collection starts released
-            rows = client.get_collection_stats(name).get("row_count", "?")
+            rows = count(client, name)
             why = mismatch(client, name, embedding)
             found.append(f"{name} ({rows} rows" + (f"; it {why}: rebuilt below)" if why else ")"))
     if not found:
@@ -308,6 +338,6 @@ def sync(client, name: str, embedding, entries: list[Entry], bm25: bool = False,
             client.delete(collection_name=name, ids=stale)
         insert_rows(client, name, embedding, missing)
         _record(client, name, {**built, "complete": True})
-    report.update(count=len({row["entry"] for row in wanted}), rows=len(wanted),
+    report.update(count=len({row["entry"] for row in wanted}), rows=count(client, name),
                   added=len(missing), removed=len(stale))  # fmt: skip
     return report

@@ -6,6 +6,7 @@ vectors over each entry and other ways users ask its question, the best row per 
 
 from dataclasses import dataclass
 
+from milvus_rag import index
 from milvus_rag.embedding import require_question
 from milvus_rag.errors import RagError
 from milvus_rag.index import METRIC_TYPE
@@ -17,6 +18,8 @@ DENSE_WEIGHT = 0.7  # ``weighted``: the dense route's weight, BM25 gets the rest
 # 0.31 (top 20, the 61 FAQ titles as queries: no labels involved): weights inverse to the spreads.
 OUTPUT_FIELDS = ["text", "source", "title"]
 WHOLE_ENTRY = "view == 0"  # an entry's own row (its other rows are phrasings of its question)
+ROWS_FIRST = 8  # without grouping: rows fetched per hit wanted, multiplied by 4 while too few
+MAX_LIMIT = 16384  # the most rows Milvus returns for one query
 
 
 @dataclass(frozen=True)
@@ -104,10 +107,12 @@ def search(client, collection: str, embedding, questions: list[str], k: int,
         return [to_hits(one, bm25=True) for one in found]
     vectors = embedding.encode_queries(questions)
     dense_params = {"metric_type": METRIC_TYPE, "params": {}}
-    if chosen.kind in ("dense", "phrasings"):
-        scope = {"group_by_field": "entry"} if chosen.kind == "phrasings" else {"filter": WHOLE_ENTRY}  # fmt: skip
+    if chosen.kind == "phrasings":
+        found = best_per_entry(client, {**common, "data": vectors, "anns_field": "dense",
+                                        "search_params": dense_params})  # fmt: skip
+    elif chosen.kind == "dense":
         found = client.search(data=vectors, anns_field="dense", search_params=dense_params,
-                              **scope, **common)  # fmt: skip
+                              filter=WHOLE_ENTRY, **common)  # fmt: skip
     else:
         per_route = max(k, ROUTE_CANDIDATES)
         routes = [AnnSearchRequest(vectors, "dense", dense_params, per_route, expr=WHOLE_ENTRY),
@@ -116,3 +121,31 @@ def search(client, collection: str, embedding, questions: list[str], k: int,
                   else WeightedRanker(DENSE_WEIGHT, 1 - DENSE_WEIGHT))  # fmt: skip
         found = client.hybrid_search(reqs=routes, ranker=ranker, **common)
     return [to_hits(one) for one in found]
+
+
+def best_per_entry(client, request: dict) -> list[list[dict]]:
+    """``client.search(**request)`` with one hit per entry, its best row: grouped by Milvus
+    where the server has grouping and honours it; else (Milvus 2.3 ignores ``group_by_field``
+    silently) more rows, each entry's best kept, as many as a grouped search gives."""
+    fields = [*request.get("output_fields", []), "entry"]  # the entry of each row, to keep one
+    k, request = request["limit"], {**request, "output_fields": list(dict.fromkeys(fields))}
+    if not index.lacks(client, "grouping"):
+        found = client.search(group_by_field="entry", **request)
+        if all(len(one) == len(_firsts(one)) for one in found):  # grouped indeed
+            return found
+    limit = k * ROWS_FIRST
+    while True:
+        found = client.search(**{**request, "limit": min(limit, MAX_LIMIT)})
+        kept = [_firsts(one)[:k] for one in found]
+        if limit >= MAX_LIMIT or all(len(few) == k or len(one) < limit
+                                     for few, one in zip(kept, found, strict=True)):  # fmt: skip
+            return kept
+        limit *= 4
+
+
+def _firsts(results: list) -> list:
+    """The first (best) result of each entry, in order."""
+    best: dict[int, dict] = {}
+    for result in results:
+        best.setdefault(result["entity"]["entry"], result)
+    return list(best.values())

@@ -46,3 +46,25 @@ class FakeEmbedding:
 
     def check_question(self, question: str) -> None:
         require_question(question)
+
+
+class Milvus23:
+    """A Milvus Lite client that answers as the Milvus 2.3.5 standalone does (measured in
+    tests/test_milvus_engines.py): it reports ``v2.3.5-lite`` and ignores ``group_by_field``
+    without an error. With ``version=None`` it does not say its version (as the C++ milvus-lite
+    answers UNIMPLEMENTED) and still ignores grouping: only the answers can tell."""
+
+    def __init__(self, client, version: str | None = "v2.3.5-lite"):
+        self._client, self._version, self.searches = client, version, []
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def get_server_version(self):
+        if self._version is None:
+            raise RuntimeError("<_InactiveRpcError: StatusCode.UNIMPLEMENTED>")
+        return self._version
+
+    def search(self, *args, group_by_field=None, **kwargs):
+        self.searches.append({**kwargs, "group_by_field": group_by_field})
+        return self._client.search(*args, **kwargs)

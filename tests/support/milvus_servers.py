@@ -10,6 +10,16 @@ Two engines speak Milvus's gRPC protocol without Docker:
     versions install the module ``milvus_lite``, so 2.5.1 lives in a virtual environment of
     its own under the repository's ``.cache/`` (one per Python version), built on first use
     (``pip install``) and reused after; only its ``milvus`` binary is run.
+``standalone``
+    Milvus 2.3.5 standalone, the real Go server (``milvus run standalone``, reporting
+    ``v2.3.5-lite``), from PyPI's ``milvus`` package in a virtual environment of its own under
+    ``.cache/``, started by that package's ``milvus-server`` launcher. It listens on **all
+    network interfaces** (its etcd on 127.0.0.1), so it starts only inside a private network
+    namespace that has nothing but loopback (``tests/standalone/rehearse.py`` runs the tests in
+    one); elsewhere ``start`` refuses it.
+
+The engines the tests run against: ``ENGINES`` (lite3 and lite25), or those named in
+``MILVUS_TEST_ENGINES`` (comma-separated; the standalone rehearsal sets ``standalone``).
 
 Usage::
 
@@ -23,7 +33,13 @@ Ports: each server binds port 0, so the kernel gives it a port nobody holds, and
 read back from the sockets of the very process started (``/proc``, so Linux only). No port
 is picked, released and bound later, so none can be lost to another process in between.
 
-Lifetime: the server lives while this process holds its lifeline, the write end of the
+The standalone has no lifeline: it is stopped by its process group (SIGINT to the launcher,
+which ignores SIGTERM, then SIGKILL to the group), and its ports are those the launcher wrote
+into ``DATA/configs/milvus.yaml`` (it silently takes the next port when one is still in
+TIME-WAIT), awaited until its health check answers. What outlives a killed test process dies
+with the PID namespace the rehearsal runs in.
+
+Lifetime: the lite servers live while this process holds its lifeline, the write end of the
 server's stdin (lite3) or a lock on a file in its data folder (lite25). ``Server.stop``
 releases it, and either engine then shuts down cleanly (lite3 drains requests and closes its
 data folder, lite25 exits 0); if that takes too long it gets SIGTERM, then SIGKILL. When this
@@ -34,24 +50,33 @@ Ctrl-C at the terminal reaches only this process, whose clean-up then stops them
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-ENGINES = ("lite3", "lite25")
+LITE_ENGINES = ("lite3", "lite25")
+KNOWN_ENGINES = (*LITE_ENGINES, "standalone")
+ENGINES = tuple(e for e in os.environ.get("MILVUS_TEST_ENGINES", ",".join(LITE_ENGINES)).split(",")
+                if e)  # fmt: skip
 LITE25_VERSION = "2.5.1"
+STANDALONE_VERSION = "2.3.5"
 REPO = Path(__file__).resolve().parents[2]
 # One venv per Python version: a venv belongs to the interpreter that made it (its bin/python).
 PYTHON_TAG = f"py{sys.version_info.major}.{sys.version_info.minor}"
 LITE25_VENV = REPO / ".cache" / f"milvus-lite-{LITE25_VERSION}-{PYTHON_TAG}"
+STANDALONE_VENV = REPO / ".cache" / f"milvus-{STANDALONE_VERSION}-{PYTHON_TAG}"
+STANDALONE_PORT = 19530  # asked for; the launcher takes the next free one if it is taken
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 LOG_TAIL_CHARS = 3000
@@ -116,6 +141,8 @@ class Server:
         Releases the lifeline (a clean shut-down), waits ``timeout_s``, then SIGTERM and
         10 s, then SIGKILL. Safe to call twice.
         """
+        if self.engine == "standalone":
+            return self._stop_group(timeout_s)
         if self._lifeline is not None:
             _release(self._lifeline)
             self._lifeline = None
@@ -127,6 +154,31 @@ class Server:
             except subprocess.TimeoutExpired:
                 continue
         raise ServerError(f"{self.engine} server (pid {self.process.pid}) survived SIGKILL")
+
+    def _stop_group(self, timeout_s: float) -> int:
+        """SIGINT to the launcher (which stops the Go server), then SIGKILL to the group, so
+        nothing of it is left; 0 if the launcher exited by itself within ``timeout_s``."""
+        code = None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                code = self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return self.process.returncode if code is None else code
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group (a crash: no clean-up), and wait until it is gone."""
+        if self._lifeline is not None:  # a lite server's: released, so it can start again
+            _release(self._lifeline)
+            self._lifeline = None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while group_pids(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def __enter__(self) -> Server:
         return self
@@ -144,11 +196,13 @@ def start(
     the end of the log) if it exits first or does not listen within ``timeout_s``. The
     first start of "lite25" may build its virtual environment (see ``lite25_binary``).
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    if engine not in KNOWN_ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {KNOWN_ENGINES}")
     data_dir, log_path = Path(data_dir).absolute(), Path(log_path).absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in _CLIENT_SETTINGS}
+    if engine == "standalone":
+        return _start_standalone(data_dir, log_path, env, timeout_s)
     if engine == "lite3":
         command = [sys.executable, "-c", _LITE3_MAIN, str(data_dir)]
         env["PYTHONUNBUFFERED"] = "1"
@@ -203,6 +257,87 @@ def start(
     server.stop(timeout_s=5)
     tail = log_path.read_text(errors="replace")[-LOG_TAIL_CHARS:]
     raise ServerError(f"{engine} server {problem}; its log ({log_path}) ends with:\n{tail}")
+
+
+def loopback_only() -> bool:
+    """Whether this process's network namespace has no interface but loopback (Linux)."""
+    try:  # /proc/self/net is this namespace's (/sys/class/net is the host's until remounted)
+        lines = Path("/proc/self/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return False
+    return [line.split(":", 1)[0].strip() for line in lines] == ["lo"]
+
+
+def group_pids(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (from /proc; zombies left out)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # state, ppid, pgrp
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _start_standalone(data_dir: Path, log_path: Path, env: dict, timeout_s: float) -> Server:
+    """Start Milvus standalone (see the module's docstring) and wait until it answers."""
+    if not loopback_only():
+        raise ServerError("The Milvus standalone listens on every network interface, and this "
+                          "network has more than loopback: run it in a private network "
+                          "namespace (python tests/standalone/rehearse.py makes one).")  # fmt: skip
+    launcher = standalone_launcher()
+    config = data_dir / "configs" / "milvus.yaml"
+    config.unlink(missing_ok=True)  # rewritten by the launcher with the ports it chose
+    command = [str(launcher), "--data", str(data_dir), "--proxy-port", str(STANDALONE_PORT)]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, cwd=data_dir,
+                                   start_new_session=True)  # fmt: skip
+    server = Server("standalone", 0, process, data_dir, log_path, None)
+    deadline, problem = time.monotonic() + timeout_s, ""
+    while not problem:
+        if process.poll() is not None:
+            problem = f"exited with code {process.returncode} before answering"
+        elif time.monotonic() > deadline:
+            problem = f"did not answer within {timeout_s:g} s"
+        elif (ports := _standalone_ports(process.pid, config)) and _healthy(ports[1]):
+            server.port = ports[0]
+            return server
+        else:
+            time.sleep(0.2)
+    server.kill()
+    logs = [log_path, *sorted((data_dir / "logs").glob("*.log"))]
+    tail = "".join(p.read_text(errors="replace")[-LOG_TAIL_CHARS:] for p in logs if p.is_file())
+    raise ServerError(f"standalone server {problem}; its logs ({log_path}, {data_dir / 'logs'}) "
+                      f"end with:\n{tail}")  # fmt: skip
+
+
+def _standalone_ports(pgid: int, config: Path) -> tuple[int, int] | None:
+    """(proxy port, health port) once the Go server of group ``pgid`` listens on both."""
+    for pid in group_pids(pgid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        metrics = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"METRICS_PORT=")]
+        if not metrics or not config.is_file():  # not yet the Go server (it gets METRICS_PORT)
+            continue
+        found = re.search(r"(?m)^proxy:\n(?:  .*\n|\s*\n)*?  port: (\d+)", config.read_text())
+        ports = int(found.group(1)) if found else 0, int(metrics[0])
+        if found and set(ports) <= set(listening_ports(pid)):
+            return ports
+    return None
+
+
+def _healthy(port: int) -> bool:
+    """Whether the standalone's health check on 127.0.0.1:``port`` says OK."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as answer:
+            return b"OK" in answer.read()
+    except OSError:
+        return False
 
 
 def _lock(path: Path) -> IO:
@@ -275,12 +410,28 @@ def listening_ports(pid: int) -> list[int]:
 
 
 def lite25_binary(venv: Path = LITE25_VENV) -> Path:
-    """The ``milvus`` binary of milvus-lite 2.5.1, in its own virtual environment ``venv``.
+    """The ``milvus`` binary of milvus-lite 2.5.1, in its own virtual environment ``venv``
+    (about 200 MB). setuptools: milvus-lite 2.5.1's __init__ imports pkg_resources, which venvs
+    of Python 3.12+ lack (no setuptools in them) and which setuptools 81 removed."""
+    return _cached_venv(venv, [f"milvus-lite=={LITE25_VERSION}", "setuptools<81"], _LITE25_FIND,
+                        LITE25_VERSION)  # fmt: skip
 
-    Built on first use (``python -m venv``, then ``pip install milvus-lite==2.5.1``, about
-    200 MB); reused while its marker file names a binary that exists. A file lock beside
-    ``venv`` makes a second process wait for the first one's build instead of racing it,
-    and the marker is written last, so a build that died half-way is started over.
+
+def standalone_launcher(venv: Path = STANDALONE_VENV) -> Path:
+    """The ``milvus-server`` launcher of PyPI's milvus 2.3.5, in its own virtual environment
+    ``venv`` (about 80 MB; setuptools for its pkg_resources import). Building it needs PyPI, so
+    it is built before entering a private network namespace (rehearse.py does)."""
+    return _cached_venv(venv, [f"milvus=={STANDALONE_VERSION}", "setuptools<81"],
+                        _STANDALONE_FIND, STANDALONE_VERSION)  # fmt: skip
+
+
+def _cached_venv(venv: Path, packages: list[str], find: str, version: str) -> Path:
+    """The program that ``find`` (run in ``venv``) names, with ``packages`` installed there.
+
+    Built on first use (``python -m venv``, then ``pip install``); reused while its marker file
+    names a program that exists. A file lock beside ``venv`` makes a second process wait for the
+    first one's build instead of racing it, and the marker is written last, so a build that
+    died half-way is started over.
     """
     marker = venv / "milvus-binary.txt"
 
@@ -303,13 +454,10 @@ def lite25_binary(venv: Path = LITE25_VENV) -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         python = venv / "bin" / "python"
         _run([sys.executable, "-m", "venv", str(venv)])
-        # setuptools: milvus-lite 2.5.1's __init__ imports pkg_resources, which venvs of Python
-        # 3.12+ lack (no setuptools in them) and which setuptools 81 removed.
-        _run([str(python), "-m", "pip", "install", "--quiet", f"milvus-lite=={LITE25_VERSION}",
-              "setuptools<81"])  # fmt: skip
-        found = _run([str(python), "-c", _LITE25_FIND]).split()
-        if found[:1] != [LITE25_VERSION] or len(found) != 2 or not Path(found[1]).is_file():
-            raise ServerError(f"milvus-lite {LITE25_VERSION} in {venv} looks wrong: {found}")
+        _run([str(python), "-m", "pip", "install", "--quiet", *packages])
+        found = _run([str(python), "-c", find]).split()
+        if found[:1] != [version] or len(found) != 2 or not Path(found[1]).is_file():
+            raise ServerError(f"{packages[0]} in {venv} looks wrong: {found}")
         binary = Path(found[1]).resolve().relative_to(venv.resolve())
         marker.with_suffix(".tmp").write_text(f"{binary}\n")
         marker.with_suffix(".tmp").replace(marker)
@@ -319,6 +467,12 @@ def lite25_binary(venv: Path = LITE25_VENV) -> Path:
 _LITE25_FIND = (
     "import importlib.metadata, os, milvus_lite.server as s; "
     "print(importlib.metadata.version('milvus-lite'), os.path.join(s.BIN_PATH, 'milvus'))"
+)
+
+
+_STANDALONE_FIND = (
+    "import importlib.metadata, os, sys; print(importlib.metadata.version('milvus'), "
+    "os.path.join(os.path.dirname(sys.executable), 'milvus-server'))"
 )
 
 
