@@ -5,16 +5,20 @@ cells it needs, as a reader coming back the next day does. Outputs are asserted.
 once more, top to bottom, as CI and `make test` do; tests/browser drives it in JupyterLab.)"""
 
 import asyncio
+import contextlib
 import copy
 import json
+import os
 import re
+import signal
 import threading
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
@@ -26,6 +30,31 @@ SETUP = ["parameters", "injected-parameters", "errors", "docs", "model", "connec
 the error display, the docs, the model and the connection."""
 
 pytestmark = pytest.mark.slow
+CELL_TIMEOUT_S = 300  # the slowest cell takes seconds; a hang is reported well before CI's limit
+
+
+@contextlib.contextmanager
+def stacks_on_timeout(client, folder: Path):
+    """Run ``client``'s cells; on a cell timeout, fail with every thread's stack in the kernel, so
+    a hang names the call it hangs in. faulthandler writes them to a file on SIGUSR1 (the kernel's
+    own stderr is a pipe that dies with the hung cell); a cell outside the notebook sets it up."""
+    stacks = folder / f"stacks-{id(client)}.txt"
+    setup = nbformat.v4.new_code_cell(
+        f"import faulthandler as _fh, signal as _sig\n"
+        f"_fh.register(_sig.SIGUSR1, file=open({str(stacks)!r}, 'w'), all_threads=True)"
+    )
+    client.nb.cells.append(setup)  # nbclient stores a run cell at its index: give it its own
+    client.execute_cell(setup, len(client.nb.cells) - 1)
+    client.nb.cells.pop()
+    try:
+        yield
+    except CellTimeoutError as err:
+        os.kill(client.km.provisioner.process.pid, signal.SIGUSR1)
+        for _ in range(50):
+            time.sleep(0.1)
+            if stacks.stat().st_size:
+                break
+        pytest.fail(f"{err}\nThe kernel's threads:\n{stacks.read_text()}")
 
 
 def stream_of(cell, name: str = "stdout") -> str:
@@ -86,14 +115,16 @@ def session(tmp_path_factory, docs_zip):
     def fresh_kernel(stage: str, ids: list[str]) -> None:
         """Restart and Run (some) cells: a new kernel, only ``ids`` run, on the same data."""
         fresh = parameterize_notebook(copy.deepcopy(pristine), parameters)
-        client = NotebookClient(fresh, timeout=600, kernel_name="python3", resources=resources)
-        with client.setup_kernel():
+        client = NotebookClient(fresh, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                                resources=resources)  # fmt: skip
+        with client.setup_kernel(), stacks_on_timeout(client, folder):
             run(client, fresh, ids)
         stages[stage] = fresh
 
     try:
-        client = NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources)
-        with client.setup_kernel():
+        client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                                resources=resources)  # fmt: skip
+        with client.setup_kernel(), stacks_on_timeout(client, folder):
             # 1. A run interrupted (Kernel > Interrupt) while it builds and searches the
             #    evaluation collections: embedding, inserting and searching Milvus.
             stop = nb.cells.index(cell(nb, "evaluate"))
