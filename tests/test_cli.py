@@ -22,7 +22,7 @@ def run(monkeypatch, lite_uri, fake_embedding, docs_zip, capsys, tmp_path):
         monkeypatch.setattr(module, "phrasings_path", lambda: empty)
     monkeypatch.setenv("MILVUS_LITE_PATH", lite_uri)
     monkeypatch.setenv("MILVUS_DOCS_ZIP", str(docs_zip))
-    monkeypatch.setattr(embedding, "load_embedding", lambda choice: fake_embedding)
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice, base_url="": fake_embedding)
 
     def call(*argv):
         code = cli.main(list(argv))
@@ -210,7 +210,7 @@ def test_ask_refuses_an_index_built_by_another_model(run, monkeypatch):
     class Other(FakeEmbedding):
         name = "other model"
 
-    monkeypatch.setattr(embedding, "load_embedding", lambda choice: Other())
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice, base_url="": Other())
     code, out, err = run("ask", "Where does Milvus store data?")
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 1 and out == "" and "fake (hashed bag of words)" in line and "other model" in line
