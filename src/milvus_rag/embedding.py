@@ -259,11 +259,11 @@ def load_embedding(choice: str = "auto", base_url: str = "") -> Embedding:
     """Load the model ``choice`` names: ``default``, the tutorial's ``DefaultEmbeddingFunction``
     (hub or cache); ``minilm``, the packaged all-MiniLM-L6-v2; ``auto``, the first if it loads,
     else the second, saying why (if both fail, raised from an ExceptionGroup of the two). Any
-    other name: the model of the OpenAI-compatible endpoint ``base_url`` when one is given,
-    else a sentence-transformers model (a hub id or a folder)."""
+    other name: a folder is a sentence-transformers model; else the model of the OpenAI-
+    compatible endpoint ``base_url`` when one is given, else a sentence-transformers hub id."""
     named = (choice or "auto").strip()
-    choice = named.lower()
-    if choice not in CHOICES and base_url:
+    choice, folder = named.lower(), Path(named).expanduser()
+    if choice not in CHOICES and base_url and not folder.is_dir():
         from milvus_rag.embedding_endpoint import load_endpoint
         return replace(load_endpoint(base_url, named), reason=f"EMBEDDING_BASE_URL={base_url}")
     if choice == "auto" and base_url:
@@ -271,7 +271,8 @@ def load_embedding(choice: str = "auto", base_url: str = "") -> Embedding:
                        "EMBEDDING_MODEL to the model that endpoint serves (e.g. "
                        "text-embedding-3-small, nomic-embed-text), or unset EMBEDDING_BASE_URL.")  # fmt: skip
     if choice not in CHOICES:
-        return replace(load_sentence_transformer(named), reason=f"chosen by EMBEDDING_MODEL={named}")
+        loaded = load_sentence_transformer(str(folder) if folder.is_dir() else named)
+        return replace(loaded, reason=f"chosen by EMBEDDING_MODEL={named}")
     if choice != "auto":
         embedding = load_minilm() if choice == "minilm" else load_default(hub_reachable())
         return replace(embedding, reason=f"chosen by EMBEDDING_MODEL={choice}")

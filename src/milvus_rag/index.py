@@ -256,19 +256,17 @@ def progress(total: int, desc: str) -> Iterator:
         shown.update(Pretty(tqdm.format_meter(**{**widget.format_dict, "ncols": 80})))
 
 
-def batches(items: list, show: bool = True) -> Iterator[list]:
-    """``items`` in slices of ``INSERT_BATCH`` under one progress bar (if ``show``)."""
-    with progress(len(items) if show else 0, "Embedding") as bar:
-        for start in range(0, len(items), INSERT_BATCH):
-            batch = items[start : start + INSERT_BATCH]
-            yield batch
-            bar.update(len(batch))
-
-
 def embed_documents(embedding, texts: list[str]) -> list:
-    """``embedding.encode_documents(texts)``, batch by batch under a progress bar."""
+    """``embedding.encode_documents(texts)``, batch by batch under a progress bar (closed before
+    an error goes on, so the error's line starts a line of its own)."""
     show = not embedding.knows(texts)  # no bar over texts it has embedded already
-    return [v for batch in batches(texts, show) for v in embedding.encode_documents(batch)]
+    vectors: list = []
+    with progress(len(texts) if show else 0, "Embedding") as bar:
+        for start in range(0, len(texts), INSERT_BATCH):
+            batch = texts[start : start + INSERT_BATCH]
+            vectors += embedding.encode_documents(batch)
+            bar.update(len(batch))
+    return vectors
 
 
 def insert_rows(client, name: str, rows: list[dict], vectors: list) -> None:

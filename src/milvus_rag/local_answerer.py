@@ -114,7 +114,7 @@ class Handler(BaseHTTPRequestHandler):
                                "invalid_input")  # fmt: skip
         from milvus_rag.errors import RagError
         try:
-            vectors = _minilm().encode_documents(texts)
+            vectors = _minilm().function.encode_documents(texts)  # no cache: each call does work
         except RagError as err:  # the packaged model missing or damaged: said to the client
             return self._error(500, str(err), "model_unavailable")
         as_base64 = request.get("encoding_format") == "base64"  # the openai client's default
