@@ -24,7 +24,7 @@ from milvus_rag.config import (
 )
 from milvus_rag.errors import RagError
 
-SECRET_VARIABLES = ("LLM_API_KEY", "LEPTONAI_TOKEN", "MILVUS_TOKEN")
+SECRET_VARIABLES = ("LLM_API_KEY", "LEPTONAI_TOKEN", "EMBEDDING_API_KEY", "MILVUS_TOKEN")
 CANARY = "sk-canary-123"
 
 
