@@ -198,9 +198,8 @@ def format_models(runs: list[ModelRun], markdown: bool = False) -> str:
     first = runs[0]
     if markdown:
         lines = ["| model | hit@1 | hit@3 | MRR |", "| --- | --- | --- | --- |"]
-        lines += ["| " + " | ".join([f"`{run.label}`: {run.model}",
-                                     *(run.result.figure(m) for m in METRICS)]) + " |"
-                  for run in runs]  # fmt: skip
+        lines += ["| " + " | ".join([f"`{run.label}`", *(run.result.figure(m) for m in METRICS)])
+                  + " |" for run in runs]  # fmt: skip  (the label: a URL's port would drift)
     else:
         width = max(len(run.label) for run in runs) + 2
         header = (f"{'model':<{width}}{'n':>5}" + "".join(f"{m:>21}" for m in METRICS) +
