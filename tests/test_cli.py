@@ -91,6 +91,7 @@ def test_eval_prints_intervals_the_default_and_one_json_line(run, tmp_path):
         (["eval", "--strategy", "nope"], "Unknown retrieval strategy 'nope'"),
         (["ingest", "--docs", "/nonexistent/docs.zip"], "'/nonexistent/docs.zip' does not exist"),
         (["ingest", "--uri", "./no-suffix"], "a Milvus Lite path (MILVUS_LITE_PATH) is a plain path ending in .db"),
+        (["serve", "--port", "70000"], "--port must be a whole number from 0 (any free port) to 65535"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_1(run, argv, message):
@@ -312,14 +313,15 @@ def test_an_endpoints_model_ingests_and_answers_and_another_endpoints_index_is_r
     ({"answer": "grow"}, "answered vectors of mixed dimensions (65, 66)"),
 ])  # fmt: skip
 def test_an_endpoint_failing_midway_is_one_line_and_leaves_milvus_as_it_was(
-    run, on_endpoint, lite_uri, attrs, says
+    run, on_endpoint, lite_uri, attrs, says, monkeypatch, canary_key
 ):
+    monkeypatch.setenv("EMBEDDING_API_KEY", canary_key)
     url, handler = on_endpoint()
     run("ingest", "--docs", "data/sample_docs")  # another collection, left as it was too
     on_endpoint(**attrs)
     code, out, err = run("ingest")
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert code == 1 and out == "" and says in line
+    assert code == 1 and out == "" and says in line and canary_key not in err
     from milvus_rag import index
 
     client = index.connect(lite_uri)

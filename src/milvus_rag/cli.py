@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     common(ev)
     serve = sub.add_parser("serve", help="serve the local answerer and the packaged MiniLM's "
                            "embeddings (OpenAI-compatible) on 127.0.0.1 until Ctrl-C")  # fmt: skip
-    serve.add_argument("--port", default="8000", help="the port (default %(default)s)")
+    serve.add_argument("--port", default="8000", help="the port (default %(default)s; 0: any free one)")
     return parser
 
 
@@ -195,7 +195,10 @@ def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         from milvus_rag.local_answerer import serve
-        serve(positive_int("--port", args.port))
+        if not (args.port.strip().isdigit() and int(args.port) <= 65535):
+            raise RagError(f"--port must be a whole number from 0 (any free port) to 65535, "
+                           f"not {args.port!r}: fix it.")  # fmt: skip
+        serve(int(args.port))
         return 0
     uri = args.uri or config.milvus_uri()
     base = args.collection or setting("MILVUS_COLLECTION")
