@@ -169,8 +169,7 @@ class ModelRun:
     to build the collection (embedding and inserting) and to answer each question (embedding it
     and searching)."""
 
-    label: str
-    model: str  # the loaded model's name
+    label: str  # as --models names it
     result: Result
     ingest_s: float
     query_ms: float
@@ -188,7 +187,7 @@ def evaluate_model(client, names: Collections, embedding, label: str, docs_dir: 
         query_ms = 1000 * (time.perf_counter() - started) / len(questions)
     finally:
         drop_collections(client, names)
-    return ModelRun(label, embedding.name, replace(result, strategy=label), ingest_s, query_ms)
+    return ModelRun(label, replace(result, strategy=label), ingest_s, query_ms)
 
 
 def format_models(runs: list[ModelRun], markdown: bool = False) -> str:
