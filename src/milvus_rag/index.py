@@ -24,7 +24,7 @@ from milvus_rag.locks import held_elsewhere
 METRIC_TYPE = "IP"  # as in the tutorial; the embeddings are unit length, so this is cosine
 CONSISTENCY_LEVEL = "Strong"  # not "Bounded": on a server, a search sees rows just inserted
 TEXT_MAX_LENGTH = 65535
-INSERT_BATCH = 64  # rows embedded and inserted together: a killed ingest loses one batch at most
+INSERT_BATCH = 64  # rows per embedding call and per insert (a killed insert keeps whole batches)
 
 # Lucene's English stop words, listed so that every engine analyzes the text the same way
 BM25_STOP_WORDS = ("a an and are as at be but by for if in into is it no not of on or such that "
