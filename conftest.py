@@ -45,7 +45,8 @@ def pytest_configure(config):
     for name in (
         "LLM_BASE_URL", "LLM_API_KEY", "LEPTONAI_TOKEN", "LLM_MODEL", "LLM_MAX_TOKENS",
         "LLM_TEMPERATURE", "LLM_TIMEOUT", "MILVUS_TOKEN", "MILVUS_COLLECTION", "RAG_QUESTION",
-        "RAG_TOP_K", "RAG_EVAL_QUESTIONS", "EMBEDDING_MODEL", "MILVUS_URI", "RAG_MY_DOCS",
+        "RAG_TOP_K", "RAG_EVAL_QUESTIONS", "EMBEDDING_MODEL", "EMBEDDING_BASE_URL", "EMBEDDING_API_KEY",
+        "MILVUS_URI", "RAG_MY_DOCS",
     ):  # fmt: skip
         os.environ.pop(name, None)
     zip_path = shared_docs_zip()

@@ -12,7 +12,9 @@ Without ``--check`` each block is replaced by what its command prints now; with 
 nothing is written and the exit code is 1 if any block differs (the slow test
 tests/test_readme_figures.py does the same). Commands run offline with the packaged model
 (``EMBEDDING_MODEL=minilm``), on a temporary Milvus Lite folder and data cache, from the
-checkout, so the figures are the ones anybody can reproduce with the same command.
+checkout, so the figures are the ones anybody can reproduce with the same command. The local
+answerer runs meanwhile, serving the packaged model as ``all-MiniLM-L6-v2`` at
+``EMBEDDING_BASE_URL`` (as ``python -m milvus_rag serve`` does), for ``eval --models``.
 """
 
 from __future__ import annotations
@@ -37,8 +39,12 @@ BLOCK = re.compile(
 
 def run(args: str, docs: Path, scratch: Path) -> str:
     """What ``python -m milvus_rag ARGS`` prints on stdout, offline and on a fresh Milvus Lite."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LLM_", "MILVUS_", "RAG_"))}
-    env.update(EMBEDDING_MODEL="minilm", HF_HUB_OFFLINE="1", RAG_PROGRESS="text",
+    from milvus_rag import local_answerer
+
+    prefixes = ("LLM_", "MILVUS_", "RAG_", "EMBEDDING_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update(EMBEDDING_MODEL="minilm", EMBEDDING_BASE_URL=local_answerer.base_url(),
+               HF_HUB_OFFLINE="1", RAG_PROGRESS="text",
                MILVUS_DOCS_ZIP=str(docs), MILVUS_LITE_PATH=str(scratch / "figures.db"),
                MILVUS_RAG_DATA_DIR=str(scratch / "data"),
                MILVUS_RAG_MODEL_CACHE=os.environ.get("MILVUS_RAG_MODEL_CACHE", str(scratch / "models")))  # fmt: skip

@@ -104,3 +104,16 @@ def failing_endpoint(serve_endpoint):
         return serve_endpoint(handler, host), handler
 
     return start
+
+
+@pytest.fixture()
+def embeddings_endpoint(serve_endpoint):
+    """``start(**attrs) -> (base_url, handler)``: an OpenAI-compatible embeddings endpoint
+    (``support.endpoints.EmbeddingsEndpoint``, its attributes overridden by ``attrs``)."""
+    from support.endpoints import EmbeddingsEndpoint
+
+    def start(**attrs):
+        handler = type("Embeddings", (EmbeddingsEndpoint,), {"requests": [], "failures": [], **attrs})
+        return serve_endpoint(handler), handler
+
+    return start

@@ -22,7 +22,7 @@ def run(monkeypatch, lite_uri, fake_embedding, docs_zip, capsys, tmp_path):
         monkeypatch.setattr(module, "phrasings_path", lambda: empty)
     monkeypatch.setenv("MILVUS_LITE_PATH", lite_uri)
     monkeypatch.setenv("MILVUS_DOCS_ZIP", str(docs_zip))
-    monkeypatch.setattr(embedding, "load_embedding", lambda choice: fake_embedding)
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice, base_url="": fake_embedding)
 
     def call(*argv):
         code = cli.main(list(argv))
@@ -91,6 +91,7 @@ def test_eval_prints_intervals_the_default_and_one_json_line(run, tmp_path):
         (["eval", "--strategy", "nope"], "Unknown retrieval strategy 'nope'"),
         (["ingest", "--docs", "/nonexistent/docs.zip"], "'/nonexistent/docs.zip' does not exist"),
         (["ingest", "--uri", "./no-suffix"], "a Milvus Lite path (MILVUS_LITE_PATH) is a plain path ending in .db"),
+        (["serve", "--port", "70000"], "--port must be a whole number from 0 (any free port) to 65535"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_1(run, argv, message):
@@ -210,7 +211,7 @@ def test_ask_refuses_an_index_built_by_another_model(run, monkeypatch):
     class Other(FakeEmbedding):
         name = "other model"
 
-    monkeypatch.setattr(embedding, "load_embedding", lambda choice: Other())
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice, base_url="": Other())
     code, out, err = run("ask", "Where does Milvus store data?")
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 1 and out == "" and "fake (hashed bag of words)" in line and "other model" in line
@@ -266,3 +267,95 @@ def test_eval_on_a_server_without_bm25_skips_those_strategies_in_one_line(run, t
     assert code == 1 and err.splitlines()[-1] == ("error: BM25 full-text search needs Milvus 2.5 or later, but the "
                                  "server at MILVUS_URI runs 2.3: upgrade it, or use the dense "
                                  "strategies only.")  # fmt: skip
+
+
+# ------------------------------------------------------------------ any model: endpoints, --models
+
+LOAD = embedding.load_embedding  # the real loader (the run fixture puts the stand-in in its place)
+MODEL = "stand-in-embedder"
+
+
+@pytest.fixture()
+def on_endpoint(run, monkeypatch, embeddings_endpoint):
+    """``start(**attrs) -> (url, handler)``: EMBEDDING_BASE_URL and EMBEDDING_MODEL set to an
+    embeddings endpoint that embeds as the stand-in does, loaded by the real loader."""
+    monkeypatch.setattr(embedding, "load_embedding", LOAD)
+
+    def start(**attrs):
+        url, handler = embeddings_endpoint(**attrs)
+        monkeypatch.setenv("EMBEDDING_BASE_URL", url)
+        monkeypatch.setenv("EMBEDDING_MODEL", MODEL)
+        return url, handler
+
+    return start
+
+
+def test_an_endpoints_model_ingests_and_answers_and_another_endpoints_index_is_refused(
+    run, on_endpoint
+):
+    first, _ = on_endpoint()
+    code, out, err = run("ingest")
+    assert code == 0 and json.loads(out)["added"] == 61
+    assert f"Embedding model: {MODEL} at {first}, dimension 64" in err
+    code, out, _ = run("ask", "Where does Milvus store data?", "--json")
+    assert code == 0 and json.loads(out)["hits"][0]["title"] == "Where does Milvus store data?"
+    second, _ = on_endpoint()  # the same model name at another endpoint: other vectors
+    code, out, err = run("ask", "Where does Milvus store data?")
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and f"was built with {MODEL} at {first}, but this run embeds with {MODEL} at {second}" in line
+    code, out, err = run("ingest")
+    assert code == 0 and "re-embedded it" in err and json.loads(out)["added"] == 61
+
+
+@pytest.mark.parametrize("attrs, says", [
+    ({"failures": [401], "healthy": 1}, "rejected the API key (HTTP 401)"),
+    ({"failures": [429] * 6, "healthy": 1}, "is rate limiting requests (HTTP 429 after 5 retries"),
+    ({"answer": "grow"}, "answered vectors of mixed dimensions (65, 66)"),
+])  # fmt: skip
+def test_an_endpoint_failing_midway_is_one_line_and_leaves_milvus_as_it_was(
+    run, on_endpoint, lite_uri, attrs, says, monkeypatch, canary_key
+):
+    monkeypatch.setenv("EMBEDDING_API_KEY", canary_key)
+    url, handler = on_endpoint()
+    run("ingest", "--docs", "data/sample_docs")  # another collection, left as it was too
+    on_endpoint(**attrs)
+    code, out, err = run("ingest")
+    (line,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 1 and out == "" and says in line and canary_key not in err
+    from milvus_rag import index
+
+    client = index.connect(lite_uri)
+    try:
+        assert not client.has_collection("my_rag_collection_faq")
+    finally:
+        client.close()
+
+
+def test_eval_models_prints_the_models_side_by_side(run, monkeypatch):
+    from support.fakes import FakeEmbedding
+
+    class Narrow(FakeEmbedding):
+        name = "narrow (16 axes)"
+
+    loaded = {"wide": FakeEmbedding(), "narrow": Narrow(16)}
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice, base_url="": loaded[choice])
+    code, out, err = run("eval", "--models", "wide,narrow")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split() == ["model", "n", "hit@1", "hit@3", "mrr", "ingest", "s", "ms/q"]
+    rows = {line.split()[0]: line.split() for line in lines[3:5]}
+    assert list(rows) == ["wide", "narrow"] and rows["wide"][1] == "48"
+    wide, narrow = (json.loads(lines[-1])[name] for name in ("wide", "narrow"))
+    assert wide["hit@1"] > narrow["hit@1"]  # 16 hashed axes confuse more entries
+    (paired,) = [line for line in lines if " vs " in line]
+    assert paired.startswith("  narrow vs wide: hit@1 -")
+    code, markdown, _ = run("eval", "--models", "wide,narrow", "--markdown")
+    assert markdown.splitlines()[:2] == ["| model | hit@1 | hit@3 | MRR |", "| --- | --- | --- | --- |"]
+    assert "ingest" not in markdown and "- narrow vs wide: " in markdown
+
+
+def test_eval_models_refuses_an_empty_list(run):
+    code, _, err = run("eval", "--models", " , ")
+    assert code == 1 and err.strip().endswith("--models names no model: give EMBEDDING_MODEL "
+                                              "values separated by commas, e.g. --models "
+                                              "minilm,BAAI/bge-small-en-v1.5.")  # fmt: skip

@@ -12,6 +12,7 @@ from milvus_rag.config import (
     collection_name,
     collections,
     data_dir,
+    embedding_api_key,
     eval_questions,
     llm_api_key,
     milvus_token,
@@ -24,7 +25,7 @@ from milvus_rag.config import (
 )
 from milvus_rag.errors import RagError
 
-SECRET_VARIABLES = ("LLM_API_KEY", "LEPTONAI_TOKEN", "MILVUS_TOKEN")
+SECRET_VARIABLES = ("LLM_API_KEY", "LEPTONAI_TOKEN", "EMBEDDING_API_KEY", "MILVUS_TOKEN")
 CANARY = "sk-canary-123"
 
 
@@ -131,6 +132,16 @@ def test_non_negative_float_rejects_negative_or_non_numbers(monkeypatch, raw):
 
 
 # --------------------------------------------------------------------------- secrets
+
+
+def test_the_embedding_key_falls_back_to_the_llm_key_only_for_the_llms_url(monkeypatch):
+    monkeypatch.setenv("LLM_API_KEY", "llm-key")
+    monkeypatch.setenv("LLM_BASE_URL", "https://api.openai.com/v1")
+    assert embedding_api_key("https://api.openai.com/v1/") == "llm-key"
+    assert embedding_api_key("http://localhost:11434/v1") == ""
+    monkeypatch.setenv("EMBEDDING_API_KEY", "embedding-key")
+    assert embedding_api_key("https://api.openai.com/v1") == "embedding-key"
+    assert embedding_api_key("http://localhost:11434/v1") == "embedding-key"
 
 
 def test_llm_api_key_prefers_llm_api_key(monkeypatch):

@@ -189,9 +189,65 @@ def test_the_fast_tokenizer_cuts_and_pads_batches_but_counts_a_whole_text():
     assert len(tokenizer("one two three four five six seven eight nine")["input_ids"]) == 11
 
 
-def test_unknown_choice_names_the_choices():
-    with pytest.raises(RagError, match="auto, default, minilm"):
-        emb.load_embedding("bert")
+def test_another_name_is_a_sentence_transformers_model_and_its_failure_one_sentence(monkeypatch):
+    tried = []
+
+    def not_on_the_hub(name):
+        tried.append(name)
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(emb, "SentenceTransformerFunction", not_on_the_hub)
+    with pytest.raises(RagError) as caught:
+        emb.load_embedding("BAAI/bge-small-en-v1.5")
+    assert tried == ["BAAI/bge-small-en-v1.5"]  # its case kept: hub ids are case-sensitive
+    assert str(caught.value).startswith("The sentence-transformers model 'BAAI/bge-small-en-v1.5' "
+                                        "could not load (OSError: We couldn't connect")
+    assert "or a folder holding a sentence-transformers model" in str(caught.value)
+
+
+def test_without_sentence_transformers_installed_says_what_to_install(monkeypatch):
+    real = emb.importlib.util.find_spec
+    monkeypatch.setattr(emb.importlib.util, "find_spec",
+                        lambda name: None if name == "sentence_transformers" else real(name))
+    with pytest.raises(RagError, match="pip install sentence-transformers, or set EMBEDDING_MODEL=minilm"):
+        emb.load_embedding("intfloat/e5-small-v2")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("intfloat/e5-small-v2", ("query: ", "passage: ")),
+    ("intfloat/multilingual-e5-large", ("query: ", "passage: ")),
+    ("/home/me/models/e5-base-v2", ("query: ", "passage: ")),
+    ("BAAI/bge-small-en-v1.5", ("Represent this sentence for searching relevant passages: ", "")),
+    ("bge-large-en", ("Represent this sentence for searching relevant passages: ", "")),
+    ("BAAI/bge-m3", ("", "")),
+    ("all-MiniLM-L6-v2", ("", "")),
+    ("text-embedding-3-small", ("", "")),
+    ("nomic-embed-text", ("", "")),
+    ("my-e5-lookalike", ("", "")),
+])  # fmt: skip
+def test_prefixes_come_from_the_one_table(name, expected):
+    assert emb.prefixes(name) == expected
+
+
+def test_the_sentence_transformers_function_gets_the_models_prefixes(monkeypatch):
+    import pymilvus.model.dense as dense
+
+    made = {}
+
+    class Recorded:
+        def __init__(self, **kwargs):
+            made.update(kwargs)
+            self.model = type("Model", (), {"tokenizer": None, "max_seq_length": 512})()
+            self.encode_queries = self.encode_documents = list
+
+    monkeypatch.setattr(dense, "SentenceTransformerEmbeddingFunction", Recorded)
+    emb.SentenceTransformerFunction("intfloat/e5-small-v2")
+    assert (made["query_instruction"], made["doc_instruction"]) == ("query: ", "passage: ")
+
+
+def test_with_an_endpoint_auto_asks_for_the_endpoints_model():
+    with pytest.raises(RagError, match="set EMBEDDING_MODEL to the model that endpoint serves"):
+        emb.load_embedding("auto", "http://127.0.0.1:9/v1")
 
 
 @pytest.mark.parametrize("name", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])

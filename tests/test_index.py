@@ -41,27 +41,54 @@ def test_a_changed_entry_replaces_only_its_own_row(client, fake_embedding):
     assert fake_embedding.embedded == ["T4\n\nanswer four, edited"]
 
 
-def test_an_interrupted_sync_is_completed_by_the_next_with_no_duplicates(
+def test_an_interrupted_insert_is_completed_by_the_next_sync_with_no_duplicates(
     client, docs_dir, fake_embedding, monkeypatch
 ):
     entries = faq_entries(docs_dir)
     monkeypatch.setattr(index, "INSERT_BATCH", 10)
-    real = fake_embedding.encode_documents
-    calls = []
+    real, calls = client.insert, []
 
-    def dies_on_the_third_batch(texts):
-        calls.append(texts)
+    def dies_on_the_third_batch(**kwargs):
+        calls.append(kwargs)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(texts)
+        return real(**kwargs)
 
-    monkeypatch.setattr(fake_embedding, "encode_documents", dies_on_the_third_batch)
+    monkeypatch.setattr(client, "insert", dies_on_the_third_batch)
     with pytest.raises(KeyboardInterrupt):
         index.sync(client, "faq", fake_embedding, entries)
     assert count(client, "faq") == 20  # two whole batches were kept
-    monkeypatch.setattr(fake_embedding, "encode_documents", real)
+    monkeypatch.setattr(client, "insert", real)
     result = index.sync(client, "faq", fake_embedding, entries)
     assert (result["added"], count(client, "faq")) == (41, 61)
+
+
+def test_a_model_failing_midway_writes_nothing(client, docs_dir, fake_embedding, monkeypatch):
+    """Every vector is made before the first write: a new collection is not even created, and
+    an existing one keeps its rows and its record when the edited entries cannot be embedded."""
+    entries = faq_entries(docs_dir)
+    monkeypatch.setattr(index, "INSERT_BATCH", 10)
+    real, calls = fake_embedding.encode_documents, []
+
+    def fails_on_the_third_batch(texts):
+        calls.append(texts)
+        if len(calls) == 3:
+            raise RagError("The embedding endpoint is rate limiting requests.")
+        return real(texts)
+
+    monkeypatch.setattr(fake_embedding, "encode_documents", fails_on_the_third_batch)
+    with pytest.raises(RagError):
+        index.sync(client, "faq", fake_embedding, entries)
+    assert not client.has_collection("faq")
+    monkeypatch.setattr(fake_embedding, "encode_documents", real)
+    index.sync(client, "faq", fake_embedding, entries)
+    before = (sorted(index.existing_ids(client, "faq")), built(client, "faq"))
+    edited = [Entry(f"{e.text} (edited)", e.source, e.title) for e in entries]
+    calls.clear()
+    monkeypatch.setattr(fake_embedding, "encode_documents", fails_on_the_third_batch)
+    with pytest.raises(RagError):
+        index.sync(client, "faq", fake_embedding, edited)
+    assert (sorted(index.existing_ids(client, "faq")), built(client, "faq")) == before
 
 
 def test_rebuild_drops_and_refills(client, fake_embedding):

@@ -263,3 +263,27 @@ def test_a_client_that_stops_reading_a_stream_gets_nothing_printed(monkeypatch, 
     for thread in list(local_answerer._server._threads):  # the request's, until it has ended
         thread.join(10)
     assert capfd.readouterr().err == ""
+
+
+def test_serve_runs_one_in_the_foreground_on_the_port_it_prints(tmp_path):
+    """``python -m milvus_rag serve``: chat as in-process, and /v1/embeddings refusing a model
+    it does not serve, as OpenAI does (the packaged model's vectors: tests/test_any_model.py)."""
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-m", "milvus_rag", "serve", "--port", "0"],
+                              stdout=subprocess.PIPE, encoding="utf-8", cwd=tmp_path)  # fmt: skip
+    try:
+        line = server.stdout.readline()
+        url = line.split()[2].rstrip(":")
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1"), line
+        client = openai.OpenAI(base_url=url, api_key="no-key")
+        reply = client.chat.completions.create(model="m", messages=build_messages(
+            ["Milvus stores inserted data in object storage as incremental logs."],
+            "Where is data stored?"))  # fmt: skip
+        assert reply.choices[0].message.content.startswith("Milvus stores inserted data")
+        with pytest.raises(openai.NotFoundError, match="does not exist; this server has 'all-MiniLM-L6-v2'"):
+            client.embeddings.create(model="text-embedding-3-small", input=["x"])
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

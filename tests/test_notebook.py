@@ -285,7 +285,7 @@ def test_parameters_cell_reads_every_setting_from_config():
     source = cell(nb, "parameters").source
     assigned = [line.split("=")[0].strip() for line in source.splitlines() if " = " in line]
     assert assigned == ["DOCS_SOURCE", "MILVUS_URI", "COLLECTION_NAME", "EMBEDDING_MODEL",
-                        "LLM_BASE_URL", "LLM_MODEL", "QUESTION", "TOP_K", "EVAL_QUESTIONS",
+                        "EMBEDDING_BASE_URL", "LLM_BASE_URL", "LLM_MODEL", "QUESTION", "TOP_K", "EVAL_QUESTIONS",
                         "MY_DOCS", "MY_QUESTION"]  # fmt: skip
     calls = re.findall(r"= (\w+)\(", source)
     assert set(calls) <= {"setting", "positive_int", "milvus_uri", "my_docs"}

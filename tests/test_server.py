@@ -48,7 +48,7 @@ def run(server, monkeypatch, fake_embedding, docs_zip, capsys):
     monkeypatch.delenv("MILVUS_LITE_PATH", raising=False)
     monkeypatch.setenv("MILVUS_URI", server.uri)
     monkeypatch.setenv("MILVUS_DOCS_ZIP", str(docs_zip))
-    monkeypatch.setattr(embedding, "load_embedding", lambda choice: fake_embedding)
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice, base_url="": fake_embedding)
 
     def call(*argv):
         code = cli.main(list(argv))
@@ -115,7 +115,7 @@ def test_phrasings_figures_match_milvus_lite(run, server, tmp_path, monkeypatch,
     """eval --only --strategy entry-phrasings-dense gives the same figures on the server as on
     Milvus Lite (in-process), grouping or not. With the real model: the stand-in's bags of words
     tie exactly, and engines break ties differently."""
-    monkeypatch.setattr(embedding, "load_embedding", lambda choice: minilm)
+    monkeypatch.setattr(embedding, "load_embedding", lambda choice, base_url="": minilm)
     path = "data/eval/real_test.jsonl"
     argv = ["eval", "--only", "--strategy", "entry-phrasings-dense", "--questions", path]
     on_server = json.loads(run(*argv, "--collection", f"fig_{server.engine}").splitlines()[-1])

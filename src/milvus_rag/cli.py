@@ -50,7 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--only", action="store_true", help="evaluate --strategy alone")
     ev.add_argument("--markdown", action="store_true",
                     help="print the table as Markdown (as the README shows it) and nothing else")  # fmt: skip
+    ev.add_argument("--models", default=None,
+                    help="embedding models side by side on --strategy, the first the baseline: "
+                    "EMBEDDING_MODEL values separated by commas (minilm, default, a sentence-"
+                    "transformers id or folder; with EMBEDDING_BASE_URL, that endpoint's models)")  # fmt: skip
     common(ev)
+    serve = sub.add_parser("serve", help="serve the local answerer and the packaged MiniLM's "
+                           "embeddings (OpenAI-compatible) on 127.0.0.1 until Ctrl-C")  # fmt: skip
+    serve.add_argument("--port", default="8000", help="the port (default %(default)s; 0: any free one)")
     return parser
 
 
@@ -105,6 +112,34 @@ def _ask(args, client, model, plan, k: int) -> None:
     print(search.format_hits(hits))
 
 
+def _load(choice: str) -> embedding.Embedding:
+    """The model ``choice`` names (``EMBEDDING_MODEL``'s values), said on stderr."""
+    model = embedding.load_embedding(choice, setting("EMBEDDING_BASE_URL"))
+    _status(f"Embedding model: {model.name}, dimension {model.dim} ({model.reason}).")
+    return model
+
+
+def _model_labels(value: str) -> list[str]:
+    labels = [label.strip() for label in value.split(",") if label.strip()]
+    if not labels:
+        raise RagError("--models names no model: give EMBEDDING_MODEL values separated by "
+                       "commas, e.g. --models minilm,BAAI/bge-small-en-v1.5.")  # fmt: skip
+    return labels
+
+
+def _eval_models(args, client, models: dict, questions, path, docs: corpus.Corpus, base: str):
+    """Each model on ``--strategy``, side by side (see ``evaluation.format_models``)."""
+    phrasings = chunking.load_phrasings(phrasings_path())
+    runs = [evaluation.evaluate_model(client, config.collections(base), model, label, docs.root,
+                                      questions, args.strategy, phrasings)
+            for label, model in models.items()]  # fmt: skip
+    if not args.markdown:
+        print(f"Retrieval on {path} (n={len(questions)}), {args.strategy}, per embedding model:")
+    print(evaluation.format_models(runs, markdown=args.markdown))
+    if not args.markdown:
+        print(json.dumps({run.label: run.result.metrics for run in runs}))
+
+
 def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> None:
     if not docs.is_milvus_docs:
         raise RagError("eval measures retrieval over the Milvus FAQ: leave --docs (and "
@@ -114,6 +149,8 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
     questions = evaluation.load_questions(path)
     if search.strategy_named(args.strategy).needs_bm25:
         index.require_bm25(client)  # the one the table's last line reports: refused, not skipped
+    if isinstance(model, dict):
+        return _eval_models(args, client, model, questions, path, docs, base)
     strategies, skipped = evaluation.supported(
         client, [args.strategy] if args.only else list(search.STRATEGIES))
     if skipped:
@@ -156,6 +193,13 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from milvus_rag.local_answerer import serve
+        if not (args.port.strip().isdigit() and int(args.port) <= 65535):
+            raise RagError(f"--port must be a whole number from 0 (any free port) to 65535, "
+                           f"not {args.port!r}: fix it.")  # fmt: skip
+        serve(int(args.port))
+        return 0
     uri = args.uri or config.milvus_uri()
     base = args.collection or setting("MILVUS_COLLECTION")
     index.check_uri(uri)  # what can be checked without the model fails before it loads
@@ -168,8 +212,10 @@ def run(argv: list[str] | None = None) -> int:
         search.strategy_named(args.strategy)
         depth = positive_int("--hits", args.hits)
     plan = _plan(args, docs, base) if args.command != "eval" else None
-    model = embedding.load_embedding(setting("EMBEDDING_MODEL"))
-    _status(f"Embedding model: {model.name}, dimension {model.dim} ({model.reason}).")
+    if getattr(args, "models", None) is not None:  # every model loaded before any is measured
+        model = {label: _load(label) for label in _model_labels(args.models)}
+    else:
+        model = _load(setting("EMBEDDING_MODEL"))
     client = index.connect(uri, config.milvus_token())
     try:
         if args.command == "ingest":

@@ -2,7 +2,8 @@
 
 The notebook's ``parameters`` cell and the command line both read their values here, so a
 variable set in the shell behaves the same everywhere. Secrets (``LLM_API_KEY`` or
-``LEPTONAI_TOKEN``, ``MILVUS_TOKEN``) are read from the environment only and never printed."""
+``LEPTONAI_TOKEN``, ``EMBEDDING_API_KEY``, ``MILVUS_TOKEN``) are read from the environment only
+and never printed."""
 
 import os
 import re
@@ -19,7 +20,8 @@ DEFAULTS: dict[str, str] = {  # environment variable -> default, for every setti
     "MILVUS_URI": "",  # a Milvus server URL (pymilvus reads it too); empty: MILVUS_LITE_PATH
     "MILVUS_LITE_PATH": "./milvus_demo.db",  # Milvus Lite's folder, when MILVUS_URI is unset
     "MILVUS_COLLECTION": "my_rag_collection",  # the tutorial's collection; others derive from it
-    "EMBEDDING_MODEL": "auto",  # auto | default (the tutorial's) | minilm (packaged, offline)
+    "EMBEDDING_MODEL": "auto",  # auto | default | minilm | a sentence-transformers id or folder
+    "EMBEDDING_BASE_URL": "",  # an OpenAI-compatible /v1/embeddings endpoint; empty: models here
     "LLM_BASE_URL": "",  # any OpenAI-compatible endpoint; empty: the local answerer
     "LLM_MODEL": "mistral-7b",  # the model name at that endpoint
     "LLM_MAX_TOKENS": "400",  # longest answer, in tokens: short answers, no rambling
@@ -81,6 +83,13 @@ def secret(*names: str) -> str:
 def llm_api_key() -> str:
     """The LLM key: ``LLM_API_KEY``, or ``LEPTONAI_TOKEN`` as the tutorial names it."""
     return secret("LLM_API_KEY", "LEPTONAI_TOKEN")
+
+
+def embedding_api_key(base_url: str) -> str:
+    """The embedding endpoint's key: ``EMBEDDING_API_KEY``, else the LLM's key when
+    ``base_url`` is the LLM's endpoint too (one provider, one key); else ""."""
+    same = base_url.rstrip("/") == setting("LLM_BASE_URL").rstrip("/")
+    return secret("EMBEDDING_API_KEY") or (llm_api_key() if same else "")
 
 
 def milvus_token() -> str:

@@ -1,8 +1,11 @@
-"""The embedding model: the tutorial's or the packaged MiniLM, run through ONNX in batches."""
+"""The embedding model: the tutorial's or the packaged MiniLM, run through ONNX in batches; any
+sentence-transformers model (a hub id or a folder); or the model of an OpenAI-compatible endpoint."""
 
 import hashlib
+import importlib.util
 import json
 import os
+import re
 import tempfile
 import urllib.request
 import warnings
@@ -15,10 +18,25 @@ import numpy as np
 from milvus_rag.config import model_cache_dir
 from milvus_rag.errors import RagError, cause
 
-CHOICES = ("auto", "default", "minilm")
+CHOICES = ("auto", "default", "minilm")  # the models of this project; any other name is a model id
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # published
 BATCH_SIZE = 8  # texts per ONNX run: on a CPU, larger batches gain nothing and pad more
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# What a model expects before a query and before a document, by its name (from the models' cards):
+# the one table for sentence-transformers models and endpoints alike. Other models: nothing.
+PREFIXES = (  # (pattern searched in the model's id or folder, query prefix, document prefix)
+    (r"(^|[/\\:])(multilingual-)?e5-", "query: ", "passage: "),  # intfloat/e5-small-v2, ...
+    (r"(^|[/\\:])bge-(small|base|large)-en",  # BAAI/bge-small-en-v1.5, ...: queries only
+     "Represent this sentence for searching relevant passages: ", ""),
+)
+
+
+def prefixes(model: str) -> tuple[str, str]:
+    """(query prefix, document prefix) of ``model`` by :data:`PREFIXES` ("" and "" if none)."""
+    found = (row for row in PREFIXES if re.search(row[0], model, re.IGNORECASE))
+    return next(((query, document) for _, query, document in found), ("", ""))
 
 
 def require_question(question: str) -> None:
@@ -58,8 +76,11 @@ class Embedding:
     def check_question(self, question: str) -> None:
         """Refuse an empty question, or one longer than the model reads (it would be cut)."""
         require_question(question)
-        tokenizer = self.function.tokenizer
-        count, limit = len(tokenizer(question)["input_ids"]), tokenizer.model_max_length
+        tokenizer = getattr(self.function, "tokenizer", None)
+        if tokenizer is None:  # an endpoint: it says itself what it cannot read
+            return
+        count = len(tokenizer(question)["input_ids"])
+        limit = getattr(self.function, "max_length", None) or tokenizer.model_max_length
         if count > limit:
             raise RagError(f"The question is {count} tokens long, but {self.name} reads only the "
                            f"first {limit}: shorten it to the part you want answered.")  # fmt: skip
@@ -201,13 +222,57 @@ def load_minilm() -> Embedding:
     return Embedding(function, "minilm (all-MiniLM-L6-v2, packaged)", dim)
 
 
-def load_embedding(choice: str = "auto") -> Embedding:
+class SentenceTransformerFunction:
+    """pymilvus's ``SentenceTransformerEmbeddingFunction`` with the model's prefixes, and its
+    tokenizer and input length for :meth:`Embedding.check_question`."""
+
+    def __init__(self, name: str):
+        from pymilvus.model.dense import SentenceTransformerEmbeddingFunction
+        query, document = prefixes(name)
+        self.function = SentenceTransformerEmbeddingFunction(
+            model_name=name, query_instruction=query, doc_instruction=document, device="cpu")
+        self.tokenizer = self.function.model.tokenizer
+        self.max_length = self.function.model.max_seq_length
+        self.encode_queries = self.function.encode_queries
+        self.encode_documents = self.function.encode_documents
+
+
+def load_sentence_transformer(name: str) -> Embedding:
+    """Any sentence-transformers model, by hub id or local folder, through ``pymilvus.model``;
+    its dimension is that of its first vector."""
+    fix = ("give a model id of huggingface.co (e.g. BAAI/bge-small-en-v1.5; online, or cached "
+           "once) or a folder holding a sentence-transformers model")
+    if importlib.util.find_spec("sentence_transformers") is None:  # pymilvus would pip install it
+        raise RagError(f"EMBEDDING_MODEL={name!r} is a sentence-transformers model, but the "
+                       "sentence-transformers package is not installed: pip install "
+                       "sentence-transformers, or set EMBEDDING_MODEL=minilm.")  # fmt: skip
+    try:
+        function = SentenceTransformerFunction(name)
+        dim = len(function.encode_queries(["What is Milvus?"])[0])
+    except Exception as err:  # the hub, the files and torch raise many kinds
+        raise RagError(f"The sentence-transformers model {name!r} could not load ({cause(err)}): "
+                       f"{fix}.") from err  # fmt: skip
+    return Embedding(function, f"{name} (sentence-transformers)", dim)
+
+
+def load_embedding(choice: str = "auto", base_url: str = "") -> Embedding:
     """Load the model ``choice`` names: ``default``, the tutorial's ``DefaultEmbeddingFunction``
     (hub or cache); ``minilm``, the packaged all-MiniLM-L6-v2; ``auto``, the first if it loads,
-    else the second, saying why (if both fail, raised from an ExceptionGroup of the two)."""
-    choice = (choice or "auto").strip().lower()
+    else the second, saying why (if both fail, raised from an ExceptionGroup of the two). Any
+    other name: a folder is a sentence-transformers model; else the model of the OpenAI-
+    compatible endpoint ``base_url`` when one is given, else a sentence-transformers hub id."""
+    named = (choice or "auto").strip()
+    choice, folder = named.lower(), Path(named).expanduser()
+    if choice not in CHOICES and base_url and not folder.is_dir():
+        from milvus_rag.embedding_endpoint import load_endpoint
+        return replace(load_endpoint(base_url, named), reason=f"EMBEDDING_BASE_URL={base_url}")
+    if choice == "auto" and base_url:
+        raise RagError(f"EMBEDDING_BASE_URL={base_url} is set, but EMBEDDING_MODEL is auto: set "
+                       "EMBEDDING_MODEL to the model that endpoint serves (e.g. "
+                       "text-embedding-3-small, nomic-embed-text), or unset EMBEDDING_BASE_URL.")  # fmt: skip
     if choice not in CHOICES:
-        raise RagError(f"EMBEDDING_MODEL={choice!r} is not one of {', '.join(CHOICES)}: pick one.")
+        loaded = load_sentence_transformer(str(folder) if folder.is_dir() else named)
+        return replace(loaded, reason=f"chosen by EMBEDDING_MODEL={named}")
     if choice != "auto":
         embedding = load_minilm() if choice == "minilm" else load_default(hub_reachable())
         return replace(embedding, reason=f"chosen by EMBEDDING_MODEL={choice}")

@@ -2,7 +2,7 @@
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +161,61 @@ def evaluate(client, names: Collections, embedding, questions: list[Question],
                  for found, question in zip(hits, questions, strict=True)]  # fmt: skip
         results[name] = Result(name, strategy.description, ranks, hits, seconds)
     return results
+
+
+@dataclass
+class ModelRun:
+    """One embedding model's run of one strategy: its result (named by the model), the seconds
+    to build the collection (embedding and inserting) and to answer each question (embedding it
+    and searching)."""
+
+    label: str  # as --models names it
+    result: Result
+    ingest_s: float
+    query_ms: float
+
+
+def evaluate_model(client, names: Collections, embedding, label: str, docs_dir: Path,
+                   questions: list[Question], strategy: str, phrasings=None) -> ModelRun:  # fmt: skip
+    """Build ``strategy``'s collection with ``embedding`` and run its questions, timed; the
+    collection is dropped afterwards (the next model builds its own)."""
+    try:
+        started = time.perf_counter()
+        build_collections(client, names, embedding, docs_dir, [strategy], phrasings)
+        ingest_s, started = time.perf_counter() - started, time.perf_counter()
+        result = evaluate(client, names, embedding, questions, [strategy])[strategy]
+        query_ms = 1000 * (time.perf_counter() - started) / len(questions)
+    finally:
+        drop_collections(client, names)
+    return ModelRun(label, replace(result, strategy=label), ingest_s, query_ms)
+
+
+def format_models(runs: list[ModelRun], markdown: bool = False) -> str:
+    """The models side by side: hit@1, hit@3 and MRR with 95% intervals, ingest seconds and
+    ms per question (``markdown``: without the timings, which depend on the machine), then each
+    model's paired differences against the first."""
+    first = runs[0]
+    if markdown:
+        lines = ["| model | hit@1 | hit@3 | MRR |", "| --- | --- | --- | --- |"]
+        lines += ["| " + " | ".join([f"`{run.label}`", *(run.result.figure(m) for m in METRICS)])
+                  + " |" for run in runs]  # fmt: skip  (the label: a URL's port would drift)
+    else:
+        width = max(len(run.label) for run in runs) + 2
+        header = (f"{'model':<{width}}{'n':>5}" + "".join(f"{m:>21}" for m in METRICS) +
+                  f"{'ingest s':>10}{'ms/q':>8}")  # fmt: skip
+        lines = [header, "-" * len(header)]
+        lines += [f"{run.label:<{width}}{len(run.result.ranks):>5}" +
+                  "".join(f"{run.result.figure(m):>21}" for m in METRICS) +
+                  f"{run.ingest_s:>10.1f}{run.query_ms:>8.1f}" for run in runs]  # fmt: skip
+    n = len(first.result.ranks)
+    lines += ["", f"n = {n} questions; [low, high]: 95% bootstrap interval ({BOOTSTRAP_SAMPLES:,} "
+              "resamples of the questions)" + ("." if markdown else "; ingest s: embedding and "
+              "inserting the collection; ms/q: embedding one question and searching.")]  # fmt: skip
+    if len(runs) > 1:
+        lines += ["", f"Paired differences against {first.label} (95% intervals; one that holds 0 "
+                  "shows no difference):", ""]  # fmt: skip
+        lines += [("- " if markdown else "  ") + compare(run.result, first.result) for run in runs[1:]]
+    return "\n".join(lines)
 
 
 def choose_default(results: dict[str, Result]) -> tuple[str | None, str]:

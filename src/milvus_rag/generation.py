@@ -6,6 +6,7 @@ the local answerer (:mod:`milvus_rag.local_answerer`) answers the same ``chat.co
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from milvus_rag.config import llm_api_key, non_negative_float, positive_int
@@ -13,6 +14,26 @@ from milvus_rag.errors import RagError, cause, first_line
 
 MAX_RETRIES = 2  # by the openai client itself, with its backoff: 429, 5xx, dropped connections
 PLACEHOLDER_KEY = "no-key"  # sent with no key set: Ollama, vLLM, llama.cpp ignore it; 401 explained
+
+
+class Service(NamedTuple):
+    """An OpenAI-compatible service's words in :func:`explain`: its label and its variables."""
+
+    label: str
+    key: str
+    model: str
+    url: str
+    limits: str  # what to check when a request is refused (HTTP 400)
+    retries: int  # the client's own, with back-off: 429, 5xx, dropped connections
+
+
+LLM = Service("LLM", "LLM_API_KEY (or LEPTONAI_TOKEN)", "LLM_MODEL", "LLM_BASE_URL",
+              "LLM_MODEL, LLM_MAX_TOKENS and the question", MAX_RETRIES)  # fmt: skip
+EMBEDDINGS = Service("embedding", "EMBEDDING_API_KEY (or LLM_API_KEY, for the LLM's own URL)",
+                     "EMBEDDING_MODEL", "EMBEDDING_BASE_URL",
+                     "EMBEDDING_MODEL and the texts' length", 5)  # fmt: skip
+# (an ingest sends many requests: a rate limit gets more time, 0.5 s doubled up to 8 s, or as
+# the endpoint's Retry-After says)
 
 # The tutorial's system prompt, plus one line asking for citations of the numbered passages.
 SYSTEM_PROMPT = """
@@ -51,6 +72,16 @@ def timeout_s() -> float:
     return timeout
 
 
+def require_http_url(base_url: str, service: Service = LLM):
+    """``base_url`` parsed; refused in one sentence unless it is an http(s) URL."""
+    parsed = urlparse(base_url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise RagError(f"{service.url}={base_url!r} is not an http(s) URL: set it to an OpenAI-"
+                       "compatible endpoint such as https://api.openai.com/v1 or "
+                       "http://localhost:11434/v1.")  # fmt: skip
+    return parsed
+
+
 def endpoint(base_url: str, model: str = "", interactive: bool = False) -> tuple[str, str, str]:
     """(base URL, API key, a sentence saying only what is known) for ``base_url``. No URL: the
     local answerer (one per process). No key set: a placeholder, which keyless servers accept;
@@ -59,11 +90,7 @@ def endpoint(base_url: str, model: str = "", interactive: bool = False) -> tuple
         from milvus_rag import local_answerer
         about = "No LLM_BASE_URL: the local answerer listens on 127.0.0.1, quoting the top passage."
         return local_answerer.base_url(), PLACEHOLDER_KEY, about
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise RagError(f"LLM_BASE_URL={base_url!r} is not an http(s) URL: set it to an OpenAI-"
-                       "compatible endpoint such as https://api.openai.com/v1 or "
-                       "http://localhost:11434/v1.")
+    parsed = require_http_url(base_url)
     key = llm_api_key()
     if not key and interactive and parsed.scheme == "https":
         if "ipykernel" in sys.modules or sys.stdin.isatty():
@@ -78,13 +105,14 @@ def endpoint(base_url: str, model: str = "", interactive: bool = False) -> tuple
     return base_url, key or PLACEHOLDER_KEY, about
 
 
-def client(base_url: str, api_key: str):
+def client(base_url: str, api_key: str, service: Service = LLM):
     """An ``openai.OpenAI`` client with this project's retries and timeout."""
     from openai import OpenAI
-    return OpenAI(api_key=api_key, base_url=base_url, max_retries=MAX_RETRIES, timeout=timeout_s())
+    return OpenAI(api_key=api_key, base_url=base_url, max_retries=service.retries,
+                  timeout=timeout_s())  # fmt: skip
 
 
-def explain(err: Exception, where: str, model: str) -> str | None:
+def explain(err: Exception, where: str, model: str, service: Service = LLM) -> str | None:
     """One sentence for an ``openai`` error: what happened where, the cause, and what to do."""
     import openai
     body = getattr(err, "body", None)  # the server's own words: {"error": {"message": ...}}
@@ -92,15 +120,15 @@ def explain(err: Exception, where: str, model: str) -> str | None:
     said = inner.get("message") if isinstance(inner, dict) else inner
     said = f"it said: {first_line(str(said or getattr(err, 'message', '') or err))}"
     status = getattr(err, "status_code", None)
-    who, retried = f"The LLM endpoint {where}", f"after {MAX_RETRIES} retries"
+    who, retried = f"The {service.label} endpoint {where}", f"after {service.retries} retries"
     # fmt: off
     sentences = [  # the first kind that matches: subclasses before their bases
         (openai.AuthenticationError | openai.PermissionDeniedError,  # not {said}: may echo the key
-         f"{who} rejected the API key (HTTP {status}): check LLM_API_KEY (or LEPTONAI_TOKEN) and "
+         f"{who} rejected the API key (HTTP {status}): check {service.key} and "
          "that it is valid for this endpoint."),
         (openai.NotFoundError,
-         f"{who} does not know model {model!r} or this API path (HTTP 404; {said}): set LLM_MODEL "
-         "to a model it serves and check LLM_BASE_URL (it usually ends in /v1)."),
+         f"{who} does not know model {model!r} or this API path (HTTP 404; {said}): set "
+         f"{service.model} to a model it serves and check {service.url} (it usually ends in /v1)."),
         (openai.RateLimitError,
          f"{who} is rate limiting requests (HTTP 429 {retried}; {said}): wait a minute and run "
          "again, or use a higher plan or another endpoint."),
@@ -108,31 +136,32 @@ def explain(err: Exception, where: str, model: str) -> str | None:
          f"{who} failed with a server error (HTTP {status} {retried}; {said}): try again later or "
          "use another endpoint."),
         (openai.APIStatusError,
-         f"{who} refused the request (HTTP {status}; {said}): check LLM_MODEL, LLM_MAX_TOKENS and "
-         "the question against what the endpoint accepts."),
+         f"{who} refused the request (HTTP {status}; {said}): check {service.limits} against "
+         "what the endpoint accepts."),
         (openai.APITimeoutError,
          f"{who} did not answer within {timeout_s():g} s ({retried}): check that the server is up "
          "and not overloaded, or raise LLM_TIMEOUT."),
         (openai.APIConnectionError,
-         f"Cannot reach the LLM endpoint {where} ({cause(err.__cause__ or err)}): check "
-         "LLM_BASE_URL and your network, and that the server is running."),
+         f"Cannot reach the {service.label} endpoint {where} ({cause(err.__cause__ or err)}): "
+         f"check {service.url} and your network, and that the server is running."),
         (openai.APIError,  # e.g. an error event in the middle of a stream
-         f"{who} reported an error while answering ({said}): run again, or check LLM_MODEL and "
-         "the endpoint."),
+         f"{who} reported an error while answering ({said}): run again, or check {service.model} "
+         "and the endpoint."),
     ]
     # fmt: on
     return next((sentence for kind, sentence in sentences if isinstance(err, kind)), None)
 
 
 @contextlib.contextmanager
-def llm_errors(base_url: str, model: str, keep_going: bool = False) -> Iterator[None]:
+def llm_errors(base_url: str, model: str, keep_going: bool = False,
+               service: Service = LLM) -> Iterator[None]:  # fmt: skip
     """Turn ``openai`` errors into one ``RagError`` sentence naming the endpoint and cause;
     ``keep_going``: print it to stderr instead, so that Run All goes on to cells needing no LLM."""
     import openai
     try:
         yield
     except openai.OpenAIError as err:
-        if (message := explain(err, base_url or "the local answerer", model)) is None:
+        if (message := explain(err, base_url or "the local answerer", model, service)) is None:
             raise
         if not keep_going:
             raise RagError(message) from err

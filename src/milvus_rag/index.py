@@ -24,7 +24,7 @@ from milvus_rag.locks import held_elsewhere
 METRIC_TYPE = "IP"  # as in the tutorial; the embeddings are unit length, so this is cosine
 CONSISTENCY_LEVEL = "Strong"  # not "Bounded": on a server, a search sees rows just inserted
 TEXT_MAX_LENGTH = 65535
-INSERT_BATCH = 64  # rows embedded and inserted together: a killed ingest loses one batch at most
+INSERT_BATCH = 64  # rows per embedding call and per insert (a killed insert keeps whole batches)
 
 # Lucene's English stop words, listed so that every engine analyzes the text the same way
 BM25_STOP_WORDS = ("a an and are as at be but by for if in into is it no not of on or such that "
@@ -256,26 +256,25 @@ def progress(total: int, desc: str) -> Iterator:
         shown.update(Pretty(tqdm.format_meter(**{**widget.format_dict, "ncols": 80})))
 
 
-def batches(items: list, show: bool = True) -> Iterator[list]:
-    """``items`` in slices of ``INSERT_BATCH`` under one progress bar (if ``show``)."""
-    with progress(len(items) if show else 0, "Embedding") as bar:
-        for start in range(0, len(items), INSERT_BATCH):
-            batch = items[start : start + INSERT_BATCH]
-            yield batch
-            bar.update(len(batch))
-
-
 def embed_documents(embedding, texts: list[str]) -> list:
-    """``embedding.encode_documents(texts)``, batch by batch under a progress bar."""
+    """``embedding.encode_documents(texts)``, batch by batch under a progress bar (closed before
+    an error goes on, so the error's line starts a line of its own)."""
     show = not embedding.knows(texts)  # no bar over texts it has embedded already
-    return [v for batch in batches(texts, show) for v in embedding.encode_documents(batch)]
+    vectors: list = []
+    with progress(len(texts) if show else 0, "Embedding") as bar:
+        for start in range(0, len(texts), INSERT_BATCH):
+            batch = texts[start : start + INSERT_BATCH]
+            vectors += embedding.encode_documents(batch)
+            bar.update(len(batch))
+    return vectors
 
 
-def insert_rows(client, name: str, embedding, rows: list[dict]) -> None:
-    """Embed and insert ``rows`` batch by batch (an interrupted run keeps whole batches)."""
-    for batch in batches(rows, not embedding.knows([row["search_text"] for row in rows])):
-        vectors = embedding.encode_documents([row["search_text"] for row in batch])
-        data = [{**row, "dense": vector} for row, vector in zip(batch, vectors, strict=True)]
+def insert_rows(client, name: str, rows: list[dict], vectors: list) -> None:
+    """Insert ``rows`` with their ``vectors`` batch by batch (an interrupted run keeps whole
+    batches, and the next :func:`sync` completes it)."""
+    for start in range(0, len(rows), INSERT_BATCH):
+        data = [{**row, "dense": vector} for row, vector in zip(
+            rows[start : start + INSERT_BATCH], vectors[start : start + INSERT_BATCH], strict=True)]
         client.insert(collection_name=name, data=data)
 
 
@@ -314,29 +313,35 @@ def sync(client, name: str, embedding, entries: list[Entry], bm25: bool = False,
     """Make collection ``name`` hold exactly ``entries``, doing only the missing work: rows of
     changed or vanished entries deleted, new ones embedded and inserted in batches, so a second
     run does nothing and an interrupted one is completed by the next. Built with another model:
-    re-embedded (``"rebuilt"`` says why); ``rebuild`` drops it first. What built it is recorded,
-    marked complete once every row is in."""
+    re-embedded (``"rebuilt"`` says why); ``rebuild`` drops it first. The missing rows are all
+    embedded before anything is written, so a failing model changes nothing. What built it is
+    recorded, marked complete once every row is in."""
     wanted = entry_rows(entries)
     ids = sorted(row["id"] for row in wanted)
     fingerprint = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:16]
     report: dict = {"collection": name}
-    if client.has_collection(name) and not rebuild:
+    exists = client.has_collection(name)
+    if exists and not rebuild:
         check_fields(client, name, bm25)
         if why := mismatch(client, name, embedding):
             rebuild, report["rebuilt"] = True, why
-    if rebuild or not client.has_collection(name):
-        create_collection(client, name, embedding.dim, bm25=bm25)
-    client.load_collection(name)
-    built = {"model": embedding.name, "dim": embedding.dim, "chunking": chunking,
-             "rows": len(wanted), "fingerprint": fingerprint}  # fmt: skip
-    present = existing_ids(client, name)
+    if exists and not rebuild:
+        client.load_collection(name)
+    present = existing_ids(client, name) if exists and not rebuild else set()
     stale = sorted(present - set(ids))
     missing = [row for row in wanted if row["id"] not in present]
+    # Every vector first, before anything is written: a model or endpoint that fails midway
+    # (a bad key, a rate limit, a wrong answer) leaves the collection as it was.
+    vectors = embed_documents(embedding, [row["search_text"] for row in missing])
+    if rebuild or not exists:
+        create_collection(client, name, embedding.dim, bm25=bm25)
+    built = {"model": embedding.name, "dim": embedding.dim, "chunking": chunking,
+             "rows": len(wanted), "fingerprint": fingerprint}  # fmt: skip
     if stale or missing or built_by(client, name) != {**built, "complete": True}:
         _record(client, name, {**built, "complete": False})
         if stale:
             client.delete(collection_name=name, ids=stale)
-        insert_rows(client, name, embedding, missing)
+        insert_rows(client, name, missing, vectors)
         _record(client, name, {**built, "complete": True})
     report.update(count=len({row["entry"] for row in wanted}), rows=count(client, name),
                   added=len(missing), removed=len(stale))  # fmt: skip

@@ -1,10 +1,14 @@
-"""The offline stand-in for an LLM: an OpenAI-compatible chat server on 127.0.0.1 that quotes.
+"""The offline stand-in for an LLM: an OpenAI-compatible chat server on 127.0.0.1 that quotes,
+and that serves ``/v1/embeddings`` with the packaged all-MiniLM-L6-v2.
 
 With no ``LLM_BASE_URL`` the notebook's ``OpenAI(...)`` cells run unchanged against it: it answers
 the ``<question>`` of the tutorial's user prompt with sentences of the first passage in its
-``<context>``, those sharing the most words with the question. One per process, closed at exit."""
+``<context>``, those sharing the most words with the question. One per process, closed at exit.
+``python -m milvus_rag serve`` runs one in the foreground, so that ``EMBEDDING_BASE_URL`` can point
+at it (the endpoint path, end to end, with no network)."""
 
 import atexit
+import base64
 import contextlib
 import json
 import re
@@ -15,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from milvus_rag.chunking import link_words
 
 MODEL_NAME = "local-extractive"
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the name it serves the packaged MiniLM under
 MAX_SENTENCES = 5
 
 _PROMPT = re.compile(r"(?sm)^<context>\n(.*)\n</context>\n<question>\n(.*)\n</question>\s*\Z")
@@ -78,6 +83,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.rstrip("/").endswith("/embeddings"):
+            return self._embeddings(request)
         user = [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
         answer = extract_answer(*parse_user_prompt(user))
         stream = request.get("stream")
@@ -95,8 +102,54 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write((events if stream else bodies[0]).encode())
 
 
+    def _embeddings(self, request: dict) -> None:
+        """``POST /v1/embeddings`` as OpenAI answers it, for :data:`EMBEDDING_MODEL` only."""
+        texts = request.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        if request.get("model") != EMBEDDING_MODEL:
+            return self._error(404, f"The model {request.get('model')!r} does not exist; this "
+                               f"server has {EMBEDDING_MODEL!r}.", "model_not_found")  # fmt: skip
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return self._error(400, "'input' must be a string or a non-empty list of strings.",
+                               "invalid_input")  # fmt: skip
+        from milvus_rag.errors import RagError
+        try:
+            vectors = _minilm().function.encode_documents(texts)  # no cache: each call does work
+        except RagError as err:  # the packaged model missing or damaged: said to the client
+            return self._error(500, str(err), "model_unavailable")
+        as_base64 = request.get("encoding_format") == "base64"  # the openai client's default
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if as_base64
+                 else [float(x) for x in v]} for i, v in enumerate(vectors)]  # fmt: skip
+        self._json(200, {"object": "list", "data": data, "model": EMBEDDING_MODEL,
+                         "usage": {"prompt_tokens": 0, "total_tokens": 0}})  # fmt: skip
+
+    def _error(self, status: int, message: str, code: str) -> None:
+        self._json(status, {"error": {"message": message, "type": "invalid_request_error",
+                                      "param": None, "code": code}})  # fmt: skip
+
+    def _json(self, status: int, body: dict) -> None:
+        encoded = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(encoded)))
+        self.end_headers()
+        self.wfile.write(encoded)
+
+
 _lock = threading.Lock()
 _server: ThreadingHTTPServer | None = None
+_model = None
+
+
+def _minilm():
+    """The packaged MiniLM, loaded on the first embeddings request (one per process)."""
+    global _model
+    with _lock:
+        if _model is None:
+            from milvus_rag.embedding import load_minilm
+            _model = load_minilm()
+        return _model
 
 
 def base_url() -> str:
@@ -109,3 +162,11 @@ def base_url() -> str:
             atexit.register(_server.server_close)  # atexit runs last-in first: shutdown first
             atexit.register(_server.shutdown)
         return f"http://127.0.0.1:{_server.server_address[1]}/v1"
+
+
+def serve(port: int) -> None:
+    """Serve chat completions and MiniLM embeddings on 127.0.0.1:``port`` until interrupted."""
+    with ThreadingHTTPServer(("127.0.0.1", port), Handler) as server:
+        print(f"Serving on http://127.0.0.1:{server.server_address[1]}/v1: chat model "
+              f"{MODEL_NAME}, embedding model {EMBEDDING_MODEL} (Ctrl-C stops it).", flush=True)  # fmt: skip
+        server.serve_forever()

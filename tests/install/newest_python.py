@@ -58,7 +58,8 @@ NOTEBOOK = REPO / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
 SHARED_ZIP = REPO.parent / "shared" / "data" / "milvus_docs_2.4.x_en.zip"
 # The caller's settings that would change what the tests or the notebook do.
 SCRUBBED = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "MILVUS_URI", "MILVUS_TOKEN", "LLM_API_KEY",
-            "LLM_BASE_URL", "LEPTONAI_TOKEN", "EMBEDDING_MODEL", "JUPYTER_PATH", "JUPYTER_DATA_DIR")
+            "LLM_BASE_URL", "LEPTONAI_TOKEN", "EMBEDDING_MODEL", "EMBEDDING_BASE_URL",
+            "EMBEDDING_API_KEY", "JUPYTER_PATH", "JUPYTER_DATA_DIR")
 
 
 class Failed(Exception):

@@ -56,3 +56,58 @@ class FailingEndpoint(BaseHTTPRequestHandler):
         self.send_header("retry-after-ms", "10")  # keep the client's own retries quick
         self.end_headers()
         self.wfile.write(body)
+
+
+class EmbeddingsEndpoint(BaseHTTPRequestHandler):
+    """An OpenAI-compatible ``POST /v1/embeddings`` that embeds with the fast tests' stand-in
+    (``FakeEmbedding``, ``dim`` axes) and serves ``model`` only (404 for others, as OpenAI).
+
+    ``failures``: statuses answered, one per request, once ``healthy`` requests were answered
+    (429, 503, ...); then
+    ``answer``: ``"vectors"``, ``"too_few"`` (one vector less), ``"ragged"`` (the last vector one
+    axis short), ``"not_a_list"`` (a JSON object without data), or ``"grow"`` (vectors one axis
+    longer on each request). ``requests``: each request's (Authorization, body)."""
+
+    model = "stand-in-embedder"
+    dim = 64
+    failures: list = []
+    healthy = 0
+    answer = "vectors"
+    requests: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status: int, body: dict) -> None:
+        encoded = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(encoded)))
+        self.send_header("retry-after-ms", "10")  # keep the client's own retries quick
+        self.end_headers()
+        self.wfile.write(encoded)
+
+    def do_POST(self):
+        from support.fakes import FakeEmbedding
+
+        cls = type(self)
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        cls.requests.append((self.headers.get("Authorization", ""), body))
+        if cls.failures and len(cls.requests) > cls.healthy:
+            status = cls.failures.pop(0)
+            return self._send(status, {"error": {"message": f"failure {status}", "code": status}})
+        if body.get("model") != cls.model:
+            return self._send(404, {"error": {"message": f"model {body.get('model')!r} not found",
+                                              "code": "model_not_found"}})  # fmt: skip
+        if cls.answer == "not_a_list":
+            return self._send(200, {"object": "list", "detail": "no data here"})
+        dim = cls.dim + (len(cls.requests) if cls.answer == "grow" else 0)
+        vectors = [FakeEmbedding(dim)._vector(text).tolist() for text in body["input"]]
+        if cls.answer == "too_few":
+            vectors = vectors[:-1]
+        if cls.answer == "ragged":
+            vectors[-1] = vectors[-1][:-1]
+        data = [{"object": "embedding", "index": i, "embedding": [3 * x for x in v]}  # not unit
+                for i, v in enumerate(vectors)]  # fmt: skip
+        self._send(200, {"object": "list", "data": data, "model": cls.model,
+                         "usage": {"prompt_tokens": 1, "total_tokens": 1}})  # fmt: skip
