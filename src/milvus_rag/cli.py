@@ -6,10 +6,21 @@ user can cause ends in one ``error:`` line and exit code 1."""
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from milvus_rag import chunking, config, corpus, embedding, evaluation, generation, index, search
+from milvus_rag import (
+    chunking,
+    config,
+    corpus,
+    coverage,
+    embedding,
+    evaluation,
+    generation,
+    index,
+    search,
+)
 from milvus_rag.config import phrasings_path, positive_int, setting
 from milvus_rag.errors import RagError, milvus_sentence, quiet
 from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
@@ -38,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="every page of the Milvus docs (all of en/), not only the FAQ")  # fmt: skip
     ask.add_argument("--k", default=None, help="how many pieces to retrieve (env RAG_TOP_K)")
     ask.add_argument("--json", action="store_true", help="print one JSON line instead of a stream")
+    ask.add_argument("--always-answer", action="store_true",
+                     help="send the question to the LLM even when the documents do not seem to "
+                     "cover it (by the embedding model's calibrated threshold)")  # fmt: skip
     common(ask)
     ev = sub.add_parser("eval", help="measure retrieval quality on a labeled question set")
     ev.add_argument("--questions", default=None,
@@ -50,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--only", action="store_true", help="evaluate --strategy alone")
     ev.add_argument("--markdown", action="store_true",
                     help="print the table as Markdown (as the README shows it) and nothing else")  # fmt: skip
+    ev.add_argument("--abstention", action="store_true",
+                    help="instead of the table: the share of unanswerable questions (--unanswerable) "
+                    "abstained on and of answerable ones (--questions) still answered")  # fmt: skip
+    ev.add_argument("--unanswerable", default=None, help='JSON lines of {"q": ..., "nearest": '
+                    "FAQ title} the FAQ does not answer (default: data/eval/unanswerable_test.jsonl)")  # fmt: skip
+    ev.add_argument("--calibrate", action="store_true",
+                    help="compute the coverage threshold of this embedding model by the rule, on "
+                    "the development questions only (real_dev and unanswerable_dev)")  # fmt: skip
     common(ev)
     return parser
 
@@ -90,18 +112,26 @@ def _ask(args, client, model, plan, k: int) -> None:
             _status(f"Collection {name!r} did not match its documents ({why}): brought it up to "
                     f"date first ({report['added']} rows added, {report['removed']} removed).")  # fmt: skip
     hits = search.search(client, name, model, [args.question], k, search.DEFAULT_STRATEGY)[0]
-    messages = generation.build_messages([hit.text for hit in hits], args.question)
-    base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
-    llm = generation.client(base_url, key)
-    llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
-    pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages)
+    verdict = coverage.judge(hits, model.name, hint=" (--always-answer sends it anyway)")
+    if not verdict.calibrated:
+        _status(verdict.sentence)
+    pieces: list[str] | Iterator[str] = []
+    if verdict.covered or args.always_answer:
+        messages = generation.build_messages([hit.text for hit in hits], args.question)
+        base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
+        llm = generation.client(base_url, key)
+        llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
+        pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages)
     if args.json:
         hits_out = [asdict(hit) for hit in hits]
-        print(json.dumps({"question": args.question, "hits": hits_out, "answer": "".join(pieces)}))
+        print(json.dumps({"question": args.question, "covered": verdict.covered, "hits": hits_out,
+                          "answer": "".join(pieces) if pieces else None}))  # fmt: skip
         return
+    if not verdict.covered:
+        print(verdict.sentence, end="\n\n" if pieces else "\n", flush=True)
     for piece in pieces:
         print(piece, end="", flush=True)
-    print("\n\nSources:")
+    print("\n\nSources:" if pieces else "\nNearest sources:")
     print(search.format_hits(hits))
 
 
@@ -110,6 +140,8 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
         raise RagError("eval measures retrieval over the Milvus FAQ: leave --docs (and "
                        "MILVUS_DOCS_ZIP) at the Milvus docs zip.")  # fmt: skip
     names = config.collections(base)
+    if args.abstention or args.calibrate:
+        return _coverage(args, client, model, docs, names)
     path = args.questions or config.eval_questions()
     questions = evaluation.load_questions(path)
     if search.strategy_named(args.strategy).needs_bm25:
@@ -152,6 +184,41 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
         evaluation.write_hits(args.output, questions, chosen, depth)
         _status(f"Wrote {len(questions)} lines to {args.output}.")
     print(json.dumps(chosen.metrics))
+
+
+def _coverage(args, client, model, docs: corpus.Corpus, names) -> None:
+    """``eval --abstention`` (held-out questions, the stored threshold) or ``eval --calibrate``
+    (development questions only: the threshold by the rule)."""
+    dev = args.calibrate
+    answerable_path = args.questions or config.eval_questions("real users, dev" if dev else "")
+    unanswerable_path = args.unanswerable or config.eval_questions(
+        "unanswerable, dev" if dev else "unanswerable")  # fmt: skip
+    answerable = evaluation.load_questions(answerable_path)
+    unanswerable = evaluation.load_unanswerable(unanswerable_path)
+    limit = coverage.threshold(model.name)
+    if not dev and limit is None:
+        raise RagError(f"No coverage threshold is calibrated for {model.name}, so there is no "
+                       "abstention to measure: run `python -m milvus_rag eval --calibrate` with "
+                       "this model and add its threshold to coverage.THRESHOLDS.")  # fmt: skip
+    try:
+        phrasings = chunking.load_phrasings(phrasings_path())
+        evaluation.build_collections(client, names, model, docs.root, [search.DEFAULT_STRATEGY],
+                                     phrasings)  # fmt: skip
+        scores = [evaluation.best_scores(client, names, model, [q.q for q in answerable]),
+                  evaluation.best_scores(client, names, model, unanswerable)]  # fmt: skip
+    finally:
+        evaluation.drop_collections(client, names)
+    if dev:
+        print(evaluation.calibration(scores[0], model.name))
+        limit = coverage.calibrate(scores[0])
+    part = "development" if dev else "held-out"
+    print(f"Coverage on {part} questions ({Path(answerable_path).name}: answerable, "
+          f"{Path(unanswerable_path).name}: unanswerable), {search.DEFAULT_STRATEGY}, not covered "
+          f"below a best-hit score of {limit:.3f}:")  # fmt: skip
+    for line in evaluation.abstention(*scores, limit):
+        print(f"- {line}")
+    print(f"[low, high]: 95% bootstrap interval ({evaluation.BOOTSTRAP_SAMPLES:,} resamples of the "
+          "questions).")  # fmt: skip
 
 
 def run(argv: list[str] | None = None) -> int:

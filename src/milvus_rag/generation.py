@@ -14,10 +14,12 @@ from milvus_rag.errors import RagError, cause, first_line
 MAX_RETRIES = 2  # by the openai client itself, with its backoff: 429, 5xx, dropped connections
 PLACEHOLDER_KEY = "no-key"  # sent with no key set: Ollama, vLLM, llama.cpp ignore it; 401 explained
 
-# The tutorial's system prompt, plus one line asking for citations of the numbered passages.
+# The tutorial's system prompt, plus a line asking for citations of the numbered passages, and
+# one asking to say so when they do not answer (rather than answer from something near it).
 SYSTEM_PROMPT = """
 Human: You are an AI assistant. You are able to find answers to the questions from the contextual passage snippets provided.
 Cite the numbered passages you use, like [1].
+If the passages do not answer the question, say that the documents do not cover it instead of guessing.
 """
 # The tutorial's user prompt, as a template.
 USER_PROMPT = """
