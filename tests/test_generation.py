@@ -135,6 +135,16 @@ def test_build_messages_numbers_the_stripped_passages_in_the_tutorials_prompt():
     }
 
 
+def test_the_system_prompt_is_the_tutorials_and_asks_to_cite_and_to_say_when_not_covered():
+    tutorial = ("\nHuman: You are an AI assistant. You are able to find answers to the questions "
+                "from the contextual passage snippets provided.\n")  # fmt: skip
+    assert SYSTEM_PROMPT.startswith(tutorial)
+    assert SYSTEM_PROMPT[len(tutorial):].splitlines() == [
+        "Cite the numbered passages you use, like [1].",
+        "If the passages do not answer the question, say that the documents do not cover it "
+        "instead of guessing."]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("env", "sent"),
     [({}, (400, 0.0)), ({"LLM_MAX_TOKENS": " 64 ", "LLM_TEMPERATURE": "0.25"}, (64, 0.25))],
