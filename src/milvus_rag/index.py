@@ -256,27 +256,37 @@ def progress(total: int, desc: str) -> Iterator:
         shown.update(Pretty(tqdm.format_meter(**{**widget.format_dict, "ncols": 80})))
 
 
-def batches(items: list, show: bool = True) -> Iterator[list]:
-    """``items`` in slices of ``INSERT_BATCH`` under one progress bar (if ``show``)."""
+@contextlib.contextmanager
+def batches(items: list, show: bool = True) -> Iterator[Iterator[list]]:
+    """``items`` in slices of ``INSERT_BATCH`` under one progress bar (if ``show``). A context
+    manager, not a generator: when the work on a slice stops (Kernel > Interrupt, an error), the
+    bar is closed and its widget replaced by text at once, not whenever the suspended generator
+    is collected (never, while the traceback keeps it alive): a run interrupted and saved
+    reopens without a widget its notebook cannot show."""
     with progress(len(items) if show else 0, "Embedding") as bar:
-        for start in range(0, len(items), INSERT_BATCH):
-            batch = items[start : start + INSERT_BATCH]
-            yield batch
-            bar.update(len(batch))
+        def slices() -> Iterator[list]:
+            for start in range(0, len(items), INSERT_BATCH):
+                batch = items[start : start + INSERT_BATCH]
+                yield batch
+                bar.update(len(batch))
+
+        yield slices()
 
 
 def embed_documents(embedding, texts: list[str]) -> list:
     """``embedding.encode_documents(texts)``, batch by batch under a progress bar."""
     show = not embedding.knows(texts)  # no bar over texts it has embedded already
-    return [v for batch in batches(texts, show) for v in embedding.encode_documents(batch)]
+    with batches(texts, show) as slices:
+        return [v for batch in slices for v in embedding.encode_documents(batch)]
 
 
 def insert_rows(client, name: str, embedding, rows: list[dict]) -> None:
     """Embed and insert ``rows`` batch by batch (an interrupted run keeps whole batches)."""
-    for batch in batches(rows, not embedding.knows([row["search_text"] for row in rows])):
-        vectors = embedding.encode_documents([row["search_text"] for row in batch])
-        data = [{**row, "dense": vector} for row, vector in zip(batch, vectors, strict=True)]
-        client.insert(collection_name=name, data=data)
+    with batches(rows, not embedding.knows([row["search_text"] for row in rows])) as slices:
+        for batch in slices:
+            vectors = embedding.encode_documents([row["search_text"] for row in batch])
+            data = [{**row, "dense": vector} for row, vector in zip(batch, vectors, strict=True)]
+            client.insert(collection_name=name, data=data)
 
 
 def existing_ids(client, name: str) -> set[int]:
