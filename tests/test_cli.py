@@ -278,8 +278,8 @@ def calibrated(monkeypatch, fake_embedding):
     from milvus_rag import coverage, generation
 
     sent = []
-    real = generation.answer
-    monkeypatch.setattr(generation, "answer", lambda *a, **k: sent.append(a) or real(*a, **k))
+    real = generation.client
+    monkeypatch.setattr(generation, "client", lambda *a, **k: sent.append(a) or real(*a, **k))
 
     def set_threshold(value):
         monkeypatch.setitem(coverage.THRESHOLDS, fake_embedding.name, value)

@@ -120,6 +120,14 @@ def library_request(recording_endpoint):
     return stream.response.request
 
 
+@pytest.fixture(autouse=True)
+def nothing_typed_yet(monkeypatch):
+    """Each test starts in a process where no key was typed (generation keeps what was)."""
+    from milvus_rag import generation
+
+    monkeypatch.setattr(generation, "_TYPED_KEYS", {})
+
+
 # --------------------------------------------------------------------------- prompt and options
 
 
@@ -287,6 +295,14 @@ def test_asks_for_a_key_only_for_https_when_interactive(
     notice = capsys.readouterr().out
     assert (f"No LLM_API_KEY for {base_url}: type it (hidden)" in notice) is asked
     assert "typed-key" not in notice
+
+
+def test_a_typed_key_is_asked_once_per_process_and_reused_by_the_cells_after(terminal):
+    url = "https://api.example.com/v1"
+    assert endpoint(url, interactive=True)[1] == "typed-key-123"
+    assert endpoint(url, interactive=True)[1] == "typed-key-123" and terminal.asked == 1
+    assert endpoint("https://other.example.com/v1", interactive=True)[1] == "typed-key-123"
+    assert terminal.asked == 2  # another endpoint: asked for its own key
 
 
 def test_does_not_ask_without_a_terminal_or_jupyter_nor_when_a_key_is_set(

@@ -4,9 +4,9 @@ The notebook's functions and environment variables (:mod:`milvus_rag.config`); e
 user can cause ends in one ``error:`` line and exit code 1."""
 
 import argparse
+import dataclasses
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -115,24 +115,21 @@ def _ask(args, client, model, plan, k: int) -> None:
     verdict = coverage.judge(hits, model.name, hint=" (--always-answer sends it anyway)")
     if not verdict.calibrated:
         _status(verdict.sentence)
-    pieces: list[str] | Iterator[str] = []
+        verdict = dataclasses.replace(verdict, sentence="")  # said on stderr: stdout is the reply
+    if not args.json:
+        for piece in generation.reply(hits, args.question, verdict, setting("LLM_BASE_URL"),
+                                      setting("LLM_MODEL"), always_answer=args.always_answer):  # fmt: skip
+            print(piece, end="", flush=True)
+        return
+    answer = None
     if verdict.covered or args.always_answer:
         messages = generation.build_messages([hit.text for hit in hits], args.question)
         base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
-        llm = generation.client(base_url, key)
         llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
-        pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages)
-    if args.json:
-        hits_out = [asdict(hit) for hit in hits]
-        print(json.dumps({"question": args.question, "covered": verdict.covered, "hits": hits_out,
-                          "answer": "".join(pieces) if pieces else None}))  # fmt: skip
-        return
-    if not verdict.covered:
-        print(verdict.sentence, end="\n\n" if pieces else "\n", flush=True)
-    for piece in pieces:
-        print(piece, end="", flush=True)
-    print("\n\nSources:" if pieces else "\nNearest sources:")
-    print(search.format_hits(hits))
+        answer = "".join(generation.answer(generation.client(base_url, key), llm_model,
+                                           setting("LLM_BASE_URL"), messages))  # fmt: skip
+    print(json.dumps({"question": args.question, "covered": verdict.covered,
+                      "hits": [asdict(hit) for hit in hits], "answer": answer}))  # fmt: skip
 
 
 def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> None:
