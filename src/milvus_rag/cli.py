@@ -187,13 +187,12 @@ def _coverage(args, client, model, docs: corpus.Corpus, names) -> None:
     """``eval --abstention`` (held-out questions, the stored threshold) or ``eval --calibrate``
     (development questions only: the threshold by the rule)."""
     dev = args.calibrate
-    answerable_path = args.questions or config.eval_questions("real users, dev" if dev else "")
-    unanswerable_path = args.unanswerable or config.eval_questions(
+    answerable = args.questions or config.eval_questions("real users, dev" if dev else "real users")
+    unanswerable = args.unanswerable or config.eval_questions(
         "unanswerable, dev" if dev else "unanswerable")  # fmt: skip
-    answerable = evaluation.load_questions(answerable_path)
-    unanswerable = evaluation.load_unanswerable(unanswerable_path)
-    limit = coverage.threshold(model.name)
-    if not dev and limit is None:
+    evaluation.load_questions(answerable)  # a bad file fails before any collection is built
+    evaluation.load_unanswerable(unanswerable)
+    if not dev and coverage.threshold(model.name) is None:
         raise RagError(f"No coverage threshold is calibrated for {model.name}, so there is no "
                        "abstention to measure: run `python -m milvus_rag eval --calibrate` with "
                        "this model and add its threshold to coverage.THRESHOLDS.")  # fmt: skip
@@ -201,21 +200,9 @@ def _coverage(args, client, model, docs: corpus.Corpus, names) -> None:
         phrasings = chunking.load_phrasings(phrasings_path())
         evaluation.build_collections(client, names, model, docs.root, [search.DEFAULT_STRATEGY],
                                      phrasings)  # fmt: skip
-        scores = [evaluation.best_scores(client, names, model, [q.q for q in answerable]),
-                  evaluation.best_scores(client, names, model, unanswerable)]  # fmt: skip
+        print(evaluation.coverage_report(client, names, model, answerable, unanswerable, dev))
     finally:
         evaluation.drop_collections(client, names)
-    if dev:
-        print(evaluation.calibration(scores[0], model.name))
-        limit = coverage.calibrate(scores[0])
-    part = "development" if dev else "held-out"
-    print(f"Coverage on {part} questions ({Path(answerable_path).name}: answerable, "
-          f"{Path(unanswerable_path).name}: unanswerable), {search.DEFAULT_STRATEGY}, not covered "
-          f"below a best-hit score of {limit:.3f}:")  # fmt: skip
-    for line in evaluation.abstention(*scores, limit):
-        print(f"- {line}")
-    print(f"[low, high]: 95% bootstrap interval ({evaluation.BOOTSTRAP_SAMPLES:,} resamples of the "
-          "questions).")  # fmt: skip
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -289,3 +289,28 @@ def calibration(answerable: list[float], model_name: str) -> str:
     state = ("coverage.THRESHOLDS holds it" if stored == found else
              f"coverage.THRESHOLDS holds {stored}: set it to {found}")  # fmt: skip
     return f"Threshold for {model_name}, by the rule ({rule}): {found:.3f}; {state}."
+
+
+def coverage_report(client, names: Collections, embedding, answerable_path: str | Path,
+                    unanswerable_path: str | Path, calibrate: bool = False) -> str:  # fmt: skip
+    """How often the default pipeline abstains: on answerable and unanswerable questions, from the
+    entries collection :func:`build_collections` built; with ``calibrate`` (development questions
+    only) the threshold is the rule's, and a first line says whether it is the stored one."""
+    answerable = [q.q for q in load_questions(answerable_path)]
+    unanswerable = load_unanswerable(unanswerable_path)
+    limit, lines = coverage.threshold(embedding.name), []
+    if limit is None and not calibrate:
+        return coverage.judge([], embedding.name).sentence
+    scores = (best_scores(client, names, embedding, answerable),
+              best_scores(client, names, embedding, unanswerable))  # fmt: skip
+    if calibrate:
+        lines.append(calibration(scores[0], embedding.name))
+        limit = coverage.calibrate(scores[0])
+    lines.append(f"Coverage on {'development' if calibrate else 'held-out'} questions "
+                 f"({Path(answerable_path).name}: answerable, {Path(unanswerable_path).name}: "
+                 f"unanswerable), {search.DEFAULT_STRATEGY}, not covered below a best-hit score "
+                 f"of {limit:.3f}:")  # fmt: skip
+    lines += [f"- {line}" for line in abstention(*scores, limit)]
+    lines.append(f"[low, high]: 95% bootstrap interval ({BOOTSTRAP_SAMPLES:,} resamples of the "
+                 "questions).")  # fmt: skip
+    return "\n".join(lines)
