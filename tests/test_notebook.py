@@ -250,11 +250,10 @@ def test_a_milvus_error_in_the_tutorials_own_cell_is_one_sentence_that_says_what
     assert not [o for o in searched.outputs if o.output_type == "stream" and o.name == "stderr"]
 
 
-@pytest.mark.parametrize("database", ["existing", "new"])
-@pytest.mark.parametrize("section", ["tutorial_search", *SECTIONS])
+@pytest.mark.parametrize(("database", "section"), [("existing", "tutorial_search"),
+                                                    *[(database, section) for section in SECTIONS
+                                                      for database in ("existing", "new")]])  # fmt: skip
 def test_each_section_runs_in_a_new_kernel_after_only_the_set_up_cells(session, section, database):
-    if (section, database) == ("tutorial_search", "new"):
-        pytest.skip("on a new database the tutorial's search needs its insert: the tutorial section")
     nb = session[0][f"{database}:{section}"]
     assert errors_in(nb) == []
     connected = stream_of(cell(nb, "connect"))
