@@ -5,6 +5,7 @@ cells it needs, as a reader coming back the next day does. Outputs are asserted.
 once more, top to bottom, as CI and `make test` do; tests/browser drives it in JupyterLab.)"""
 
 import asyncio
+import contextlib
 import copy
 import json
 import re
@@ -94,13 +95,13 @@ def session(tmp_path_factory, docs_zip):
     resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
     stages = {}
 
-    def fresh_kernel(stage: str, ids: list[str], uri: str = "") -> None:
+    def fresh_kernel(stage: str, ids: list[str], uri: str = "", **more) -> None:
         """Restart and Run (some) cells: a new kernel, only ``ids`` run, on the same data (or on
-        the new database ``uri``)."""
+        the new database ``uri``); a failing cell stops it, its error kept for the stage's test."""
         fresh = parameterize_notebook(copy.deepcopy(pristine),
-                                      {**parameters, **({"MILVUS_URI": uri} if uri else {})})  # fmt: skip
+                                      {**parameters, **({"MILVUS_URI": uri} if uri else {}), **more})  # fmt: skip
         client = NotebookClient(fresh, timeout=600, kernel_name="python3", resources=resources)
-        with client.setup_kernel():
+        with client.setup_kernel(), contextlib.suppress(CellExecutionError):
             run(client, fresh, ids)
         stages[stage] = fresh
 
@@ -144,6 +145,11 @@ def session(tmp_path_factory, docs_zip):
         for section, ids in SECTIONS.items():
             fresh_kernel(f"existing:{section}", [*SETUP, *ids])
             fresh_kernel(f"new:{section}", [*SETUP, *ids], str(folder / f"new-{section}.db"))
+        mine = folder / "my-docs"
+        mine.mkdir()
+        (mine / "guide.md").write_text("# Guide\n\nFLAT suits small collections.\n", encoding="utf-8")
+        (mine / "latin1.md").write_bytes("# Größe\n".encode("latin-1"))
+        fresh_kernel("own_docs_with_a_bad_file", [*SETUP, *SECTIONS["own_docs"]], MY_DOCS=str(mine))
     finally:
         patch.undo()
         endpoint.shutdown()
@@ -265,6 +271,17 @@ def test_each_section_runs_in_a_new_kernel_after_only_the_set_up_cells(session, 
         assert "etcd" in stream_of(cell(nb, "answer"))
     if section in ("improved", "own_docs"):
         assert "\n\nSources:\n[1] " in stream_of(cell(nb, ids[-1]))
+
+
+def test_own_documents_say_skipped_once_per_file_and_answer_from_the_rest(session):
+    nb = session[0]["own_docs_with_a_bad_file"]
+    assert errors_in(nb) == []
+    said = stream_of(cell(nb, "own-docs")).splitlines()
+    skipped = [line for line in said if "Skipped" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("Skipped latin1.md: ")
+    assert skipped[0].count("Skipped") == 1
+    assert re.search(r"sources:\n\[1\] guide\.md · Guide \(score", stream_of(cell(nb, "own-answer")),
+                     re.IGNORECASE)  # covered or not, its numbered sources  # fmt: skip
 
 
 def test_a_failing_cell_headless_ends_with_its_sentence(tmp_path):
