@@ -359,3 +359,80 @@ def test_eval_models_refuses_an_empty_list(run):
     assert code == 1 and err.strip().endswith("--models names no model: give EMBEDDING_MODEL "
                                               "values separated by commas, e.g. --models "
                                               "minilm,BAAI/bge-small-en-v1.5.")  # fmt: skip
+
+
+# --------------------------------------------------------------------------- coverage
+
+
+@pytest.fixture()
+def calibrated(monkeypatch, fake_embedding):
+    """The stand-in model calibrated: ``calibrated(threshold)``; the LLM is never reached unless
+    the test allows it (``sent`` counts the requests)."""
+    from milvus_rag import coverage, generation
+
+    sent = []
+    real = generation.client
+    monkeypatch.setattr(generation, "client", lambda *a, **k: sent.append(a) or real(*a, **k))
+
+    def set_threshold(value):
+        monkeypatch.setitem(coverage.THRESHOLDS, fake_embedding.name, value)
+        return sent
+
+    return set_threshold
+
+
+def test_ask_abstains_below_the_threshold_and_sends_nothing_to_the_llm(run, calibrated):
+    sent = calibrated(2.0)  # no cosine reaches it
+    code, out, err = run("ask", "Where does Milvus store data?", "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["covered"] is False and answer["answer"] is None
+    assert answer["hits"][0]["title"] == "Where does Milvus store data?" and not sent
+    code, out, _ = run("ask", "Where does Milvus store data?")
+    said, sources = out.split("\n\nNearest sources:\n")
+    assert said.startswith("The documents do not seem to cover this question (its best match ")
+    assert said.endswith("(--always-answer sends it anyway).")
+    assert sources.startswith("[1] product_faq.md · Where does Milvus store data?") and not sent
+
+
+def test_always_answer_sends_it_anyway_after_saying_so(run, calibrated):
+    sent = calibrated(2.0)
+    code, out, _ = run("ask", "Where does Milvus store data?", "--always-answer")
+    said, rest = out.split("\n\n", 1)
+    assert said.startswith("The documents do not seem to cover this question") and len(sent) == 1
+    answer, sources = rest.split("\n\nSources:\n")
+    assert "etcd" in answer and sources.startswith("[1] product_faq.md")
+    answer = json.loads(run("ask", "Where does Milvus store data?", "--json", "--always-answer")[1])
+    assert answer["covered"] is False and "etcd" in answer["answer"]
+
+
+def test_ask_answers_at_or_above_the_threshold(run, calibrated):
+    sent = calibrated(0.05)
+    answer = json.loads(run("ask", "Where does Milvus store data?", "--json")[1])
+    assert answer["covered"] is True and "etcd" in answer["answer"] and len(sent) == 1
+
+
+def test_ask_with_an_uncalibrated_model_answers_and_says_so(run):
+    code, out, err = run("ask", "Where does Milvus store data?", "--json")
+    assert json.loads(out)["covered"] is True and "etcd" in json.loads(out)["answer"]
+    assert "No coverage threshold is calibrated for fake (hashed bag of words)" in err
+
+
+def test_eval_abstention_and_calibrate_report_shares_with_intervals(run, calibrated, tmp_path):
+    answerable = tmp_path / "a.jsonl"
+    answerable.write_text("".join(json.dumps({"q": q, "gold": q}) + "\n" for q in (
+        "How does Milvus flush data?", "Where does Milvus store data?")))  # fmt: skip
+    unanswerable = tmp_path / "u.jsonl"
+    unanswerable.write_text(json.dumps({"q": "zebra quartz lantern", "nearest": "x"}) + "\n")
+    files = ("--questions", str(answerable), "--unanswerable", str(unanswerable))
+    code, out, err = run("eval", "--abstention", *files)
+    assert code == 1 and "No coverage threshold is calibrated for fake" in err  # nothing to measure
+    calibrated(0.15)
+    code, out, _ = run("eval", "--abstention", *files)
+    assert code == 0 and "held-out questions (a.jsonl: answerable, u.jsonl: unanswerable)" in out
+    assert "- unanswerable questions abstained on: 1 of 1, 1.000 [1.00, 1.00]" in out
+    assert "- answerable questions still answered: 2 of 2, 1.000 [1.00, 1.00]" in out
+    code, out, _ = run("eval", "--calibrate", *files)
+    lines = out.splitlines()
+    assert lines[0].startswith("Threshold for fake (hashed bag of words), by the rule (")
+    assert "coverage.THRESHOLDS holds 0.15: set it to" in lines[0]
+    assert lines[1].startswith("Coverage on development questions")

@@ -120,6 +120,14 @@ def library_request(recording_endpoint):
     return stream.response.request
 
 
+@pytest.fixture(autouse=True)
+def nothing_typed_yet(monkeypatch):
+    """Each test starts in a process where no key was typed (generation keeps what was)."""
+    from milvus_rag import generation
+
+    monkeypatch.setattr(generation, "_TYPED_KEYS", {})
+
+
 # --------------------------------------------------------------------------- prompt and options
 
 
@@ -133,6 +141,16 @@ def test_build_messages_numbers_the_stripped_passages_in_the_tutorials_prompt():
         "<context>\n[1] first text\n\n[2] second\ntext\n</context>\n"
         "<question>\nWhat is Milvus?\n</question>\n",
     }
+
+
+def test_the_system_prompt_is_the_tutorials_and_asks_to_cite_and_to_say_when_not_covered():
+    tutorial = ("\nHuman: You are an AI assistant. You are able to find answers to the questions "
+                "from the contextual passage snippets provided.\n")  # fmt: skip
+    assert SYSTEM_PROMPT.startswith(tutorial)
+    assert SYSTEM_PROMPT[len(tutorial):].splitlines() == [
+        "Cite the numbered passages you use, like [1].",
+        "If the passages do not answer the question, say that the documents do not cover it "
+        "instead of guessing."]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -277,6 +295,14 @@ def test_asks_for_a_key_only_for_https_when_interactive(
     notice = capsys.readouterr().out
     assert (f"No LLM_API_KEY for {base_url}: type it (hidden)" in notice) is asked
     assert "typed-key" not in notice
+
+
+def test_a_typed_key_is_asked_once_per_process_and_reused_by_the_cells_after(terminal):
+    url = "https://api.example.com/v1"
+    assert endpoint(url, interactive=True)[1] == "typed-key-123"
+    assert endpoint(url, interactive=True)[1] == "typed-key-123" and terminal.asked == 1
+    assert endpoint("https://other.example.com/v1", interactive=True)[1] == "typed-key-123"
+    assert terminal.asked == 2  # another endpoint: asked for its own key
 
 
 def test_does_not_ask_without_a_terminal_or_jupyter_nor_when_a_key_is_set(

@@ -28,6 +28,17 @@ NOTEBOOK = (
 SETUP = ["parameters", "injected-parameters", "errors", "docs", "model", "connect"]
 """What every section needs: the parameters (papermill's injected cell follows the tagged one),
 the error display, the docs, the model and the connection."""
+SECTIONS = {
+    "tutorial": ["split", "test-embedding", "create-collection", "insert", "search", "hits",
+                 "llm-client", "prompt", "answer"],
+    "evaluation": ["evaluate", "plot", "default", "abstention"],
+    "improved": ["improved-ingest", "improved-search", "improved-answer"],
+    "own_docs": ["own-docs", "own-answer"],
+    "clean_up": ["clean-up"],
+}  # fmt: skip
+"""Each section's cells, as its first text cell says: after the set-up cells, nothing else (the
+tutorial's cells need one another: on a new database its search needs its insert first)."""
+TUTORIAL_SEARCH = ["search", "hits", "llm-client", "prompt", "answer"]  # on an existing database
 
 pytestmark = pytest.mark.slow
 CELL_TIMEOUT_S = 300  # the slowest cell takes seconds; a hang is reported well before CI's limit
@@ -112,12 +123,15 @@ def session(tmp_path_factory, docs_zip):
     resources = {"metadata": {"path": str(NOTEBOOK.parent)}}
     stages = {}
 
-    def fresh_kernel(stage: str, ids: list[str]) -> None:
-        """Restart and Run (some) cells: a new kernel, only ``ids`` run, on the same data."""
-        fresh = parameterize_notebook(copy.deepcopy(pristine), parameters)
+    def fresh_kernel(stage: str, ids: list[str], uri: str = "", **more) -> None:
+        """Restart and Run (some) cells: a new kernel, only ``ids`` run, on the same data (or on
+        the new database ``uri``); a failing cell stops it, its error kept for the stage's test."""
+        fresh = parameterize_notebook(copy.deepcopy(pristine),
+                                      {**parameters, **({"MILVUS_URI": uri} if uri else {}), **more})  # fmt: skip
         client = NotebookClient(fresh, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                                 resources=resources)  # fmt: skip
-        with client.setup_kernel(), stacks_on_timeout(client, folder):
+        with (client.setup_kernel(), stacks_on_timeout(client, folder),
+              contextlib.suppress(CellExecutionError)):
             run(client, fresh, ids)
         stages[stage] = fresh
 
@@ -156,11 +170,17 @@ def session(tmp_path_factory, docs_zip):
             stages["search_after_release"] = copy.deepcopy(cell(nb, "search"))
             run(client, nb, ["connect", "search", "improved-search"])
             stages["released"] = copy.deepcopy(nb)
-        # 6. Coming back the next day: a new kernel for each section, after only what it needs.
-        fresh_kernel("tutorial_search", [*SETUP, "search", "hits", "llm-client", "prompt", "answer"])
-        fresh_kernel("improved_only", [*SETUP, "llm-client", "improved-ingest", "improved-search",
-                                       "improved-answer", "own-docs"])  # fmt: skip
-        fresh_kernel("evaluation_only", [*SETUP, "evaluate", "plot", "default"])
+        # 6. Coming back the next day: a new kernel for each section, after only the set-up
+        #    cells, on the database the runs above filled and on a new one.
+        fresh_kernel("existing:tutorial_search", [*SETUP, *TUTORIAL_SEARCH])
+        for section, ids in SECTIONS.items():
+            fresh_kernel(f"existing:{section}", [*SETUP, *ids])
+            fresh_kernel(f"new:{section}", [*SETUP, *ids], str(folder / f"new-{section}.db"))
+        mine = folder / "my-docs"
+        mine.mkdir()
+        (mine / "guide.md").write_text("# Guide\n\nFLAT suits small collections.\n", encoding="utf-8")
+        (mine / "latin1.md").write_bytes("# Größe\n".encode("latin-1"))
+        fresh_kernel("own_docs_with_a_bad_file", [*SETUP, *SECTIONS["own_docs"]], MY_DOCS=str(mine))
     finally:
         patch.undo()
         endpoint.shutdown()
@@ -220,7 +240,15 @@ def test_run_all_again_measures_retrieval_and_runs_the_improved_pipeline(session
     assert "etcd" in answer and answer.rstrip().endswith("[1]")
     assert sources.splitlines()[0].startswith("[1] product_faq.md · Where does Milvus store data?")
     own = stream_of(cell(nb, "own-docs"))
-    assert "rerun_sample_docs" in own and "0 rows added" in own and "\n[1] " in own
+    assert "rerun_sample_docs" in own and "0 rows added" in own and "Skipped" not in own
+    question, answer = stream_of(cell(nb, "own-answer")).split("\n\n", 1)
+    assert question == "Question: Which index type should I use for a small collection?"
+    answer, sources = answer.split("\n\nSources:\n")
+    assert "FLAT" in answer and answer.rstrip().endswith("[1]")
+    assert sources.startswith("[1] indexes/choosing_an_index.markdown · FLAT (score 0.")
+    abstention = stream_of(cell(nb, "abstention")).splitlines()
+    assert abstention[0].startswith("Coverage on held-out questions (real_test.jsonl: answerable")
+    assert abstention[1].startswith("- unanswerable questions abstained on: ")
 
 
 def test_no_stray_empty_outputs_and_no_stderr_but_the_llms(session):
@@ -259,11 +287,32 @@ def test_a_milvus_error_in_the_tutorials_own_cell_is_one_sentence_that_says_what
     assert not [o for o in searched.outputs if o.output_type == "stream" and o.name == "stderr"]
 
 
-@pytest.mark.parametrize("stage", ["tutorial_search", "improved_only", "evaluation_only"])
-def test_each_section_runs_in_a_new_kernel_after_only_the_cells_it_needs(session, stage):
-    nb = session[0][stage]
+@pytest.mark.parametrize(("database", "section"), [("existing", "tutorial_search"),
+                                                    *[(database, section) for section in SECTIONS
+                                                      for database in ("existing", "new")]])  # fmt: skip
+def test_each_section_runs_in_a_new_kernel_after_only_the_set_up_cells(session, section, database):
+    nb = session[0][f"{database}:{section}"]
     assert errors_in(nb) == []
-    assert stream_of(cell(nb, "connect")).startswith("From an earlier run, loaded for search")
+    connected = stream_of(cell(nb, "connect"))
+    assert connected.startswith("From an earlier run, loaded for search" if database == "existing"
+                                else "No collection from an earlier run")  # fmt: skip
+    ids = SECTIONS.get(section, TUTORIAL_SEARCH)
+    assert stream_of(cell(nb, ids[-1])) or section == "clean_up", f"{ids[-1]} printed nothing"
+    if section in ("tutorial", "tutorial_search"):
+        assert "etcd" in stream_of(cell(nb, "answer"))
+    if section in ("improved", "own_docs"):
+        assert "\n\nSources:\n[1] " in stream_of(cell(nb, ids[-1]))
+
+
+def test_own_documents_say_skipped_once_per_file_and_answer_from_the_rest(session):
+    nb = session[0]["own_docs_with_a_bad_file"]
+    assert errors_in(nb) == []
+    said = stream_of(cell(nb, "own-docs")).splitlines()
+    skipped = [line for line in said if "Skipped" in line]
+    assert len(skipped) == 1 and skipped[0].startswith("Skipped latin1.md: ")
+    assert skipped[0].count("Skipped") == 1
+    assert re.search(r"sources:\n\[1\] guide\.md · Guide \(score", stream_of(cell(nb, "own-answer")),
+                     re.IGNORECASE)  # covered or not, its numbered sources  # fmt: skip
 
 
 def test_a_failing_cell_headless_ends_with_its_sentence(tmp_path):

@@ -52,3 +52,24 @@ def test_a_terminal_gets_text_on_stderr_clear_of_the_output(fake_embedding, caps
     index.embed_documents(fake_embedding, ["a", "b"])
     out, err = capsys.readouterr()
     assert out == "" and "2/2" in err
+
+
+def test_an_interrupted_run_replaces_its_widget_with_text_at_once(kernel, monkeypatch, fake_embedding):
+    """Kernel > Interrupt while a batch is embedded: the widget becomes text before the error
+    reaches the cell, although the traceback (kept by IPython, here by pytest) holds every frame:
+    a notebook saved then reopens without "Error displaying widget"."""
+    monkeypatch.setenv("RAG_PROGRESS", "auto")
+    embedded = fake_embedding.encode_documents
+
+    def interrupted(texts):
+        if fake_embedding.embedded:
+            raise KeyboardInterrupt
+        return embedded(texts)
+
+    monkeypatch.setattr(fake_embedding, "encode_documents", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        index.embed_documents(fake_embedding, [f"text {n}" for n in range(index.INSERT_BATCH + 1)])
+    assert caught.traceback  # still alive
+    (first, widget), (then, text) = kernel
+    assert (first, then) == ("display", "update")
+    assert type(text).__name__ == "Pretty" and f"{index.INSERT_BATCH}/{index.INSERT_BATCH + 1}" in text.data

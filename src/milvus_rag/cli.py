@@ -4,12 +4,23 @@ The notebook's functions and environment variables (:mod:`milvus_rag.config`); e
 user can cause ends in one ``error:`` line and exit code 1."""
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from milvus_rag import chunking, config, corpus, embedding, evaluation, generation, index, search
+from milvus_rag import (
+    chunking,
+    config,
+    corpus,
+    coverage,
+    embedding,
+    evaluation,
+    generation,
+    index,
+    search,
+)
 from milvus_rag.config import phrasings_path, positive_int, setting
 from milvus_rag.errors import RagError, milvus_sentence, quiet
 from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
@@ -38,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
                              help="every page of the Milvus docs (all of en/), not only the FAQ")  # fmt: skip
     ask.add_argument("--k", default=None, help="how many pieces to retrieve (env RAG_TOP_K)")
     ask.add_argument("--json", action="store_true", help="print one JSON line instead of a stream")
+    ask.add_argument("--always-answer", action="store_true",
+                     help="send the question to the LLM even when the documents do not seem to "
+                     "cover it (by the embedding model's calibrated threshold)")  # fmt: skip
     common(ask)
     ev = sub.add_parser("eval", help="measure retrieval quality on a labeled question set")
     ev.add_argument("--questions", default=None,
@@ -54,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
                     help="embedding models side by side on --strategy, the first the baseline: "
                     "EMBEDDING_MODEL values separated by commas (minilm, default, a sentence-"
                     "transformers id or folder; with EMBEDDING_BASE_URL, that endpoint's models)")  # fmt: skip
+    ev.add_argument("--abstention", action="store_true",
+                    help="instead of the table: the share of unanswerable questions (--unanswerable) "
+                    "abstained on and of answerable ones (--questions) still answered")  # fmt: skip
+    ev.add_argument("--unanswerable", default=None, help='JSON lines of {"q": ..., "nearest": '
+                    "FAQ title} the FAQ does not answer (default: data/eval/unanswerable_test.jsonl)")  # fmt: skip
+    ev.add_argument("--calibrate", action="store_true",
+                    help="compute the coverage threshold of this embedding model by the rule, on "
+                    "the development questions only (real_dev and unanswerable_dev)")  # fmt: skip
     common(ev)
     serve = sub.add_parser("serve", help="serve the local answerer and the packaged MiniLM's "
                            "embeddings (OpenAI-compatible) on 127.0.0.1 until Ctrl-C")  # fmt: skip
@@ -97,19 +119,24 @@ def _ask(args, client, model, plan, k: int) -> None:
             _status(f"Collection {name!r} did not match its documents ({why}): brought it up to "
                     f"date first ({report['added']} rows added, {report['removed']} removed).")  # fmt: skip
     hits = search.search(client, name, model, [args.question], k, search.DEFAULT_STRATEGY)[0]
-    messages = generation.build_messages([hit.text for hit in hits], args.question)
-    base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
-    llm = generation.client(base_url, key)
-    llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
-    pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages)
-    if args.json:
-        hits_out = [asdict(hit) for hit in hits]
-        print(json.dumps({"question": args.question, "hits": hits_out, "answer": "".join(pieces)}))
+    verdict = coverage.judge(hits, model.name, hint=" (--always-answer sends it anyway)")
+    if not verdict.calibrated:
+        _status(verdict.sentence)
+        verdict = dataclasses.replace(verdict, sentence="")  # said on stderr: stdout is the reply
+    if not args.json:
+        for piece in generation.reply(hits, args.question, verdict, setting("LLM_BASE_URL"),
+                                      setting("LLM_MODEL"), always_answer=args.always_answer):  # fmt: skip
+            print(piece, end="", flush=True)
         return
-    for piece in pieces:
-        print(piece, end="", flush=True)
-    print("\n\nSources:")
-    print(search.format_hits(hits))
+    answer = None
+    if verdict.covered or args.always_answer:
+        messages = generation.build_messages([hit.text for hit in hits], args.question)
+        base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
+        llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
+        answer = "".join(generation.answer(generation.client(base_url, key), llm_model,
+                                           setting("LLM_BASE_URL"), messages))  # fmt: skip
+    print(json.dumps({"question": args.question, "covered": verdict.covered,
+                      "hits": [asdict(hit) for hit in hits], "answer": answer}))  # fmt: skip
 
 
 def _load(choice: str) -> embedding.Embedding:
@@ -145,6 +172,8 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
         raise RagError("eval measures retrieval over the Milvus FAQ: leave --docs (and "
                        "MILVUS_DOCS_ZIP) at the Milvus docs zip.")  # fmt: skip
     names = config.collections(base)
+    if args.abstention or args.calibrate:
+        return _coverage(args, client, model, docs, names)
     path = args.questions or config.eval_questions()
     questions = evaluation.load_questions(path)
     if search.strategy_named(args.strategy).needs_bm25:
@@ -189,6 +218,28 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
         evaluation.write_hits(args.output, questions, chosen, depth)
         _status(f"Wrote {len(questions)} lines to {args.output}.")
     print(json.dumps(chosen.metrics))
+
+
+def _coverage(args, client, model, docs: corpus.Corpus, names) -> None:
+    """``eval --abstention`` (held-out questions, the stored threshold) or ``eval --calibrate``
+    (development questions only: the threshold by the rule)."""
+    dev = args.calibrate
+    answerable = args.questions or config.eval_questions("real users, dev" if dev else "real users")
+    unanswerable = args.unanswerable or config.eval_questions(
+        "unanswerable, dev" if dev else "unanswerable")  # fmt: skip
+    evaluation.load_questions(answerable)  # a bad file fails before any collection is built
+    evaluation.load_unanswerable(unanswerable)
+    if not dev and coverage.threshold(model.name) is None:
+        raise RagError(f"No coverage threshold is calibrated for {model.name}, so there is no "
+                       "abstention to measure: run `python -m milvus_rag eval --calibrate` with "
+                       "this model and add its threshold to coverage.THRESHOLDS.")  # fmt: skip
+    try:
+        phrasings = chunking.load_phrasings(phrasings_path())
+        evaluation.build_collections(client, names, model, docs.root, [search.DEFAULT_STRATEGY],
+                                     phrasings)  # fmt: skip
+        print(evaluation.coverage_report(client, names, model, answerable, unanswerable, dev))
+    finally:
+        evaluation.drop_collections(client, names)
 
 
 def run(argv: list[str] | None = None) -> int:

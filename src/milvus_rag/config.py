@@ -150,7 +150,9 @@ def model_cache_dir() -> Path:
     return _folder("MILVUS_RAG_MODEL_CACHE", data_dir() / "models")
 
 
-EVAL_SETS = {"real users": "real_test.jsonl", "AI-written": "test.jsonl"}  # data/eval/README.md
+EVAL_SETS = {"real users": "real_test.jsonl", "AI-written": "test.jsonl",  # data/eval/README.md
+             "unanswerable": "unanswerable_test.jsonl",  # real users' questions the FAQ does not answer
+             "real users, dev": "real_dev.jsonl", "unanswerable, dev": "unanswerable_dev.jsonl"}
 
 
 def eval_questions(kind: str = "") -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from milvus_rag import chunking, index, search
+from milvus_rag import chunking, coverage, index, search
 from milvus_rag.config import Collections
 from milvus_rag.errors import RagError
 
@@ -82,7 +82,21 @@ def compare(a: Result, b: Result) -> str:
 
 def load_questions(path: str | Path) -> list[Question]:
     """Questions from JSON lines of ``{"q": QUESTION, "gold": FAQ TITLE}``; blank lines skipped."""
-    path, example = Path(path), '{"q": ..., "gold": ...}'
+    records = _records(path, ("q", "gold"), '{"q": ..., "gold": ...}', "the FAQ title it should find")
+    return [Question(record["q"].strip(), record["gold"].strip()) for record in records]
+
+
+def load_unanswerable(path: str | Path) -> list[str]:
+    """Questions the documents do not answer, from JSON lines of ``{"q": QUESTION, "nearest":
+    TITLE}`` (the nearest-looking FAQ entry, which does not answer it); blank lines skipped."""
+    example = '{"q": ..., "nearest": ...}'
+    records = _records(path, ("q", "nearest"), example, "the FAQ title that looks nearest")
+    return [record["q"].strip() for record in records]
+
+
+def _records(path: str | Path, keys: tuple[str, str], example: str, meaning: str) -> list[dict]:
+    """The JSON objects of a question file, each checked for non-empty strings under ``keys``."""
+    path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -90,7 +104,7 @@ def load_questions(path: str | Path) -> list[Question]:
         why = "does not exist" if isinstance(err, FileNotFoundError) else why
         raise RagError(f"The question file {str(path)!r} {why}: give a UTF-8 JSON-lines file with "
                        f"one {example} per line, e.g. data/eval/test.jsonl.") from err  # fmt: skip
-    questions: list[Question] = []
+    records: list[dict] = []
     for number, line in [(n, line) for n, line in enumerate(lines, 1) if line.strip()]:
         where = f"Line {number} of {path.name}"
         try:
@@ -98,14 +112,14 @@ def load_questions(path: str | Path) -> list[Question]:
         except json.JSONDecodeError as err:
             raise RagError(f"{where} is not valid JSON ({err.msg}): write {example} on it.") from err  # fmt: skip
         if not isinstance(record, dict) or not all(
-            isinstance(record.get(key), str) and record[key].strip() for key in ("q", "gold")
+            isinstance(record.get(key), str) and record[key].strip() for key in keys
         ):
-            raise RagError(f'{where} is not a JSON object with non-empty strings "q" (the question) '
-                           f'and "gold" (the FAQ title it should find): write {example} on it.')  # fmt: skip
-        questions.append(Question(record["q"].strip(), record["gold"].strip()))
-    if not questions:
+            raise RagError(f'{where} is not a JSON object with non-empty strings "{keys[0]}" (the '
+                           f'question) and "{keys[1]}" ({meaning}): write {example} on it.')  # fmt: skip
+        records.append(record)
+    if not records:
         raise RagError(f"The question file {path.name} has no questions: add {example} lines.")
-    return questions
+    return records
 
 
 def first_hit_rank(texts: list[str], gold: str) -> int | None:
@@ -297,3 +311,61 @@ def plot(results: dict[str, Result]):
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     figure.tight_layout()
     return figure
+
+
+def best_scores(client, names: Collections, embedding, questions: list[str]) -> list[float]:
+    """The default strategy's best score for each question, from the entries collection that
+    :func:`build_collections` built for it (with phrasings): what ``ask`` judges coverage by."""
+    found = search.search(client, names.eval_entries, embedding, questions, 1, search.DEFAULT_STRATEGY)
+    return [hits[0].score if hits else float("-inf") for hits in found]
+
+
+def share_line(label: str, hits: np.ndarray) -> str:
+    """``label: 11 of 19, 0.579 [0.37, 0.79]``: how many, the share and its 95% interval."""
+    low, high = bootstrap_interval(hits)
+    return f"{label}: {int(hits.sum())} of {len(hits)}, {hits.mean():.3f} [{low:.2f}, {high:.2f}]"
+
+
+def abstention(answerable: list[float], unanswerable: list[float], limit: float) -> list[str]:
+    """Two lines: the share of unanswerable questions abstained on (best score below ``limit``)
+    and of answerable ones still answered, each with its 95% bootstrap interval."""
+    abstained = (np.array(unanswerable) < limit).astype(float)
+    answered = (np.array(answerable) >= limit).astype(float)
+    return [share_line("unanswerable questions abstained on", abstained),
+            share_line("answerable questions still answered", answered)]
+
+
+def calibration(answerable: list[float], model_name: str) -> str:
+    """The rule, the threshold it gives on ``answerable`` (development) scores, and whether
+    :data:`coverage.THRESHOLDS` holds it for ``model_name``."""
+    found, stored = coverage.calibrate(answerable), coverage.threshold(model_name)
+    rule = (f"the highest best-hit score that still answers {coverage.ANSWERED_SHARE:.0%} of the "
+            "answerable development questions")  # fmt: skip
+    state = ("coverage.THRESHOLDS holds it" if stored == found else
+             f"coverage.THRESHOLDS holds {stored}: set it to {found}")  # fmt: skip
+    return f"Threshold for {model_name}, by the rule ({rule}): {found:.3f}; {state}."
+
+
+def coverage_report(client, names: Collections, embedding, answerable_path: str | Path,
+                    unanswerable_path: str | Path, calibrate: bool = False) -> str:  # fmt: skip
+    """How often the default pipeline abstains: on answerable and unanswerable questions, from the
+    entries collection :func:`build_collections` built; with ``calibrate`` (development questions
+    only) the threshold is the rule's, and a first line says whether it is the stored one."""
+    answerable = [q.q for q in load_questions(answerable_path)]
+    unanswerable = load_unanswerable(unanswerable_path)
+    limit, lines = coverage.threshold(embedding.name), []
+    if limit is None and not calibrate:
+        return coverage.judge([], embedding.name).sentence
+    scores = (best_scores(client, names, embedding, answerable),
+              best_scores(client, names, embedding, unanswerable))  # fmt: skip
+    if calibrate:
+        lines.append(calibration(scores[0], embedding.name))
+        limit = coverage.calibrate(scores[0])
+    lines.append(f"Coverage on {'development' if calibrate else 'held-out'} questions "
+                 f"({Path(answerable_path).name}: answerable, {Path(unanswerable_path).name}: "
+                 f"unanswerable), {search.DEFAULT_STRATEGY}, not covered below a best-hit score "
+                 f"of {limit:.3f}:")  # fmt: skip
+    lines += [f"- {line}" for line in abstention(*scores, limit)]
+    lines.append(f"[low, high]: 95% bootstrap interval ({BOOTSTRAP_SAMPLES:,} resamples of the "
+                 "questions).")  # fmt: skip
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ from milvus_rag.errors import RagError, cause, first_line
 
 MAX_RETRIES = 2  # by the openai client itself, with its backoff: 429, 5xx, dropped connections
 PLACEHOLDER_KEY = "no-key"  # sent with no key set: Ollama, vLLM, llama.cpp ignore it; 401 explained
+_TYPED_KEYS: dict[str, str] = {}  # endpoint -> what was typed for it in this process (kept in memory only)
 
 
 class Service(NamedTuple):
@@ -35,10 +36,12 @@ EMBEDDINGS = Service("embedding", "EMBEDDING_API_KEY (or LLM_API_KEY, for the LL
 # (an ingest sends many requests: a rate limit gets more time, 0.5 s doubled up to 8 s, or as
 # the endpoint's Retry-After says)
 
-# The tutorial's system prompt, plus one line asking for citations of the numbered passages.
+# The tutorial's system prompt, plus a line asking for citations of the numbered passages, and
+# one asking to say so when they do not answer (rather than answer from something near it).
 SYSTEM_PROMPT = """
 Human: You are an AI assistant. You are able to find answers to the questions from the contextual passage snippets provided.
 Cite the numbered passages you use, like [1].
+If the passages do not answer the question, say that the documents do not cover it instead of guessing.
 """
 # The tutorial's user prompt, as a template.
 USER_PROMPT = """
@@ -91,14 +94,16 @@ def endpoint(base_url: str, model: str = "", interactive: bool = False) -> tuple
         about = "No LLM_BASE_URL: the local answerer listens on 127.0.0.1, quoting the top passage."
         return local_answerer.base_url(), PLACEHOLDER_KEY, about
     parsed = require_http_url(base_url)
-    key = llm_api_key()
-    if not key and interactive and parsed.scheme == "https":
+    key = llm_api_key() or _TYPED_KEYS.get(base_url, "")
+    asked = base_url in _TYPED_KEYS  # once per process: the cells after the first reuse the answer
+    if not key and not asked and interactive and parsed.scheme == "https":
         if "ipykernel" in sys.modules or sys.stdin.isatty():
             import getpass
             print(f"No LLM_API_KEY for {base_url}: type it (hidden), or press Enter to skip.",
                   flush=True)  # fmt: skip
             with contextlib.suppress(Exception):  # papermill, nbmake and CI have no one to ask
                 key = getpass.getpass("API key: ").strip()
+            _TYPED_KEYS[base_url] = key  # asked once per process: later cells reuse it
     named = f", model {model}" if model else ""
     keyed = "with an API key" if key else "no API key (a placeholder is sent)"
     about = f"LLM endpoint {base_url}{named}, {keyed}: not contacted until the answer cells below."
@@ -187,3 +192,26 @@ def answer(llm, model: str, base_url: str, messages: list[dict]) -> Iterator[str
         response = llm.chat.completions.create(model=model, messages=messages, stream=True,
                                                **options())  # fmt: skip
         yield from stream_text(response)
+
+
+def reply(hits: list, question: str, verdict, base_url: str, model: str, interactive: bool = False,
+          keep_going: bool = False, always_answer: bool = False) -> Iterator[str]:  # fmt: skip
+    """The reply to ``question`` as it is shown, piece by piece: the ``verdict``'s sentence (a
+    :class:`milvus_rag.coverage.Verdict`), the LLM's answer from ``hits`` where it covers the
+    question (or ``always_answer``), then the numbered sources (the nearest ones where nothing was
+    asked). ``keep_going``: an LLM error is printed to stderr and the sources still follow."""
+    from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
+    from milvus_rag.search import format_hits
+    if verdict.sentence:
+        yield verdict.sentence + "\n\n"
+    asked = verdict.covered or always_answer
+    if asked:
+        url, key, _ = endpoint(base_url, model, interactive)
+        llm, named = client(url, key), model if base_url else LOCAL_MODEL
+        with llm_errors(base_url, model, keep_going):
+            response = llm.chat.completions.create(
+                model=named, messages=build_messages([hit.text for hit in hits], question),
+                stream=True, **options())  # fmt: skip
+            yield from stream_text(response)
+            yield "\n\n"
+    yield ("Sources:\n" if asked else "Nearest sources:\n") + format_hits(hits) + "\n"

@@ -256,17 +256,29 @@ def progress(total: int, desc: str) -> Iterator:
         shown.update(Pretty(tqdm.format_meter(**{**widget.format_dict, "ncols": 80})))
 
 
+@contextlib.contextmanager
+def batches(items: list, show: bool = True) -> Iterator[Iterator[list]]:
+    """``items`` in slices of ``INSERT_BATCH`` under one progress bar (if ``show``). A context
+    manager, not a generator: when the work on a slice stops (Kernel > Interrupt, an error), the
+    bar is closed and its widget replaced by text at once, not whenever the suspended generator
+    is collected (never, while the traceback keeps it alive): a run interrupted and saved
+    reopens without a widget its notebook cannot show."""
+    with progress(len(items) if show else 0, "Embedding") as bar:
+        def slices() -> Iterator[list]:
+            for start in range(0, len(items), INSERT_BATCH):
+                batch = items[start : start + INSERT_BATCH]
+                yield batch
+                bar.update(len(batch))
+
+        yield slices()
+
+
 def embed_documents(embedding, texts: list[str]) -> list:
     """``embedding.encode_documents(texts)``, batch by batch under a progress bar (closed before
     an error goes on, so the error's line starts a line of its own)."""
     show = not embedding.knows(texts)  # no bar over texts it has embedded already
-    vectors: list = []
-    with progress(len(texts) if show else 0, "Embedding") as bar:
-        for start in range(0, len(texts), INSERT_BATCH):
-            batch = texts[start : start + INSERT_BATCH]
-            vectors += embedding.encode_documents(batch)
-            bar.update(len(batch))
-    return vectors
+    with batches(texts, show) as slices:
+        return [v for batch in slices for v in embedding.encode_documents(batch)]
 
 
 def insert_rows(client, name: str, rows: list[dict], vectors: list) -> None:
