@@ -725,3 +725,28 @@ def test_explicit_default_offline_says_what_to_do(tmp_path):
     assert "could not load its model from the local Hugging Face cache" in message
     assert "EMBEDDING_MODEL=minilm" in message
     assert f"({cause}: " in message  # the real error's type, then its message
+
+
+ASK_AND_LIST_IMPORTS = f"""
+import sys
+from milvus_rag.cli import main
+code = main(["ask", "How is data stored in milvus?", "--timings"])
+print(sorted(name for name in sys.modules if name.split(".")[0] in {HEAVY!r} or name in {HEAVY!r}))
+sys.exit(code)
+"""
+
+
+@pytest.mark.slow
+def test_ask_offline_with_the_packaged_model_imports_nothing_heavy(tmp_path, converted, docs_zip):
+    """The whole ``ask`` offline (auto: MiniLM; the local answerer): no transformers, torch,
+    pymilvus.model or openai, and the split of its time printed last."""
+    env = child_environment(standin_env(tmp_path / "empty-hf-home", hub_offline=True))
+    env |= {"MILVUS_RAG_MODEL_CACHE": str(converted), "MILVUS_DOCS_ZIP": str(docs_zip),
+            "MILVUS_LITE_PATH": str(tmp_path / "milvus.db"), "EMBEDDING_MODEL": "auto",
+            "LLM_BASE_URL": "", "MILVUS_URI": ""}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", ASK_AND_LIST_IMPORTS], capture_output=True,
+                            text=True, env=env, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "etcd" in result.stdout and result.stdout.strip().splitlines()[-1] == "[]"
+    assert "dimension 384 (auto: the tutorial's DefaultEmbeddingFunction is not cached" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Timings: imports ")

@@ -12,7 +12,8 @@ from pathlib import Path
 from milvus_rag import chunking, config, corpus, embedding, evaluation, generation, index, search
 from milvus_rag.config import phrasings_path, positive_int, setting
 from milvus_rag.errors import RagError, milvus_sentence, quiet
-from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
+from milvus_rag.local_answerer import reply as local_reply
+from milvus_rag.timings import clock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--uri", default=None, help="a Milvus server URL or a Milvus Lite path "
                        "(env MILVUS_URI, else MILVUS_LITE_PATH)")
         p.add_argument("--collection", help="base collection name (env MILVUS_COLLECTION)")
+        p.add_argument("--timings", action="store_true", help="print where the time went on "
+                       "stderr: imports, model, connect, search, answer (env RAG_TIMINGS=1)")
 
     ingest = sub.add_parser("ingest", help="split, embed and insert the documents (idempotent)")
     ingest.add_argument("--rebuild", action="store_true", help="drop and recreate the collection")
@@ -97,11 +100,14 @@ def _ask(args, client, model, plan, k: int) -> None:
             _status(f"Collection {name!r} did not match its documents ({why}): brought it up to "
                     f"date first ({report['added']} rows added, {report['removed']} removed).")  # fmt: skip
     hits = search.search(client, name, model, [args.question], k, search.DEFAULT_STRATEGY)[0]
+    clock.mark("search")
     messages = generation.build_messages([hit.text for hit in hits], args.question)
-    base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
-    llm = generation.client(base_url, key)
-    llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
-    pieces = generation.answer(llm, llm_model, setting("LLM_BASE_URL"), messages)
+    if setting("LLM_BASE_URL"):
+        base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
+        llm = generation.client(base_url, key)
+        pieces = generation.answer(llm, setting("LLM_MODEL"), setting("LLM_BASE_URL"), messages)
+    else:  # the local answerer's reply in this process: no server, no openai import (~1 s)
+        pieces = iter([local_reply(messages)])
     if args.json:
         hits_out = [asdict(hit) for hit in hits]
         print(json.dumps({"question": args.question, "hits": hits_out, "answer": "".join(pieces)}))
@@ -193,6 +199,7 @@ def _eval(args, client, model, docs: corpus.Corpus, base: str, depth: int) -> No
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    clock.start(getattr(args, "timings", False) or config.flag("RAG_TIMINGS"))
     if args.command == "serve":
         from milvus_rag.local_answerer import serve
         if not (args.port.strip().isdigit() and int(args.port) <= 65535):
@@ -212,11 +219,14 @@ def run(argv: list[str] | None = None) -> int:
         search.strategy_named(args.strategy)
         depth = positive_int("--hits", args.hits)
     plan = _plan(args, docs, base) if args.command != "eval" else None
+    clock.mark("documents")
     if getattr(args, "models", None) is not None:  # every model loaded before any is measured
         model = {label: _load(label) for label in _model_labels(args.models)}
     else:
         model = _load(setting("EMBEDDING_MODEL"))
+    clock.mark("model")
     client = index.connect(uri, config.milvus_token())
+    clock.mark("connect")
     try:
         if args.command == "ingest":
             print(json.dumps(_sync(client, model, plan, rebuild=args.rebuild)))
@@ -224,8 +234,11 @@ def run(argv: list[str] | None = None) -> int:
             _ask(args, client, model, plan, k)
         else:
             _eval(args, client, model, docs, base, depth)
+        clock.mark({"ask": "answer"}.get(args.command, args.command))
     finally:
         client.close()
+    clock.mark("close")
+    clock.report()
     return 0
 
 

@@ -71,6 +71,12 @@ def extract_answer(context: str, question: str) -> str:
     return " ".join(sentences[i] for i in best) + (f" [{number}]" if number is not None else "")
 
 
+def reply(messages: list[dict]) -> str:
+    """The answer to a chat's last user message (the tutorial's prompt): what the server sends."""
+    user = [m["content"] for m in messages if m["role"] == "user"][-1]
+    return extract_answer(*parse_user_prompt(user))
+
+
 class Handler(BaseHTTPRequestHandler):
     """POST chat/completions: the answer as one JSON body, or word by word as server-sent events."""
 
@@ -85,8 +91,7 @@ class Handler(BaseHTTPRequestHandler):
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path.rstrip("/").endswith("/embeddings"):
             return self._embeddings(request)
-        user = [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
-        answer = extract_answer(*parse_user_prompt(user))
+        answer = reply(request["messages"])
         stream = request.get("stream")
         texts = re.findall(r"\S+\s*", answer) if stream else [answer]
         key, kind = ("delta", "chat.completion.chunk") if stream else ("message", "chat.completion")
