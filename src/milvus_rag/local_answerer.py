@@ -3,7 +3,8 @@ and that serves ``/v1/embeddings`` with the packaged all-MiniLM-L6-v2.
 
 With no ``LLM_BASE_URL`` the notebook's ``OpenAI(...)`` cells run unchanged against it: it answers
 the ``<question>`` of the tutorial's user prompt with sentences of the first passage in its
-``<context>``, those sharing the most words with the question. One per process, closed at exit.
+``<context>``, those sharing the most words with the question (:func:`reply`, which
+``python -m milvus_rag ask`` calls in its own process). One per process, closed at exit.
 ``python -m milvus_rag serve`` runs one in the foreground, so that ``EMBEDDING_BASE_URL`` can point
 at it (the endpoint path, end to end, with no network)."""
 
