@@ -2,6 +2,7 @@
 ``error:`` line and exit-code contract."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -67,6 +68,39 @@ def test_ask_streams_the_answer_then_its_sources(run):
     assert code == 0 and "etcd" in answer
     assert sources.splitlines()[0].startswith("[1] product_faq.md · Where does Milvus store data?")
     assert len(sources.strip().splitlines()) == 3
+
+
+TIMINGS = re.compile(r"Timings: imports [0-9.]+ s, documents [0-9.]+ s, model [0-9.]+ s, "
+                     r"connect [0-9.]+ s, search [0-9.]+ s, answer [0-9.]+ s, close [0-9.]+ s; "
+                     r"total ([0-9.]+) s \(since milvus_rag's import\)\.")
+
+
+def test_ask_timings_prints_the_split_last_on_stderr(run, monkeypatch):
+    code, out, err = run("ask", "Where does Milvus store data?", "--timings")
+    assert code == 0 and "etcd" in out and "Timings" not in out
+    assert TIMINGS.fullmatch(err.strip().splitlines()[-1]), err
+    assert "Timings:" not in run("ask", "Where does Milvus store data?")[2]  # asked for only
+    monkeypatch.setenv("RAG_TIMINGS", "1")
+    code, _, err = run("ingest")
+    assert code == 0 and re.search(r"model [0-9.]+ s, connect [0-9.]+ s, ingest [0-9.]+ s", err)
+    monkeypatch.setenv("RAG_TIMINGS", "sometimes")
+    code, _, err = run("ask", "Where does Milvus store data?")
+    assert code == 1 and err.startswith("error: RAG_TIMINGS must be 1 or 0 (true or false), not "
+                                        "'sometimes'")  # fmt: skip
+
+
+def test_ask_without_an_llm_endpoint_answers_in_process_not_through_openai(run, monkeypatch):
+    from milvus_rag import generation, local_answerer
+
+    def no_client(*args, **kwargs):
+        raise AssertionError("the openai client was built for the local answerer")
+
+    monkeypatch.setattr(generation, "client", no_client)
+    code, out, _ = run("ask", "Where does Milvus store data?", "--json")
+    answer = json.loads(out)
+    context = [hit["text"] for hit in answer["hits"]]
+    messages = generation.build_messages(context, "Where does Milvus store data?")
+    assert code == 0 and answer["answer"] == local_answerer.reply(messages)  # the server's reply
 
 
 def test_eval_prints_intervals_the_default_and_one_json_line(run, tmp_path):

@@ -401,7 +401,79 @@ def fake_default(monkeypatch, outcome, *, hub: bool = False):
     monkeypatch.setitem(sys.modules, "pymilvus", SimpleNamespace(model=model))
     monkeypatch.setitem(sys.modules, "huggingface_hub", SimpleNamespace(constants=constants))
     monkeypatch.setattr(emb, "hub_reachable", lambda: hub)
+    monkeypatch.setattr(emb, "default_missing", lambda: "")  # its files are in the cache
     return constants, flags
+
+
+def add_cached_file(hub_cache: Path, repo: str, name: str, commit: str = "abc123") -> None:
+    """One file of ``repo`` in the hub cache's layout: a ``main`` ref and its snapshot."""
+    folder = hub_cache / ("models--" + repo.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (folder / "snapshots" / commit / name).write_bytes(b"x")
+
+
+def test_default_missing_reads_the_hub_caches_folders(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    assert emb.default_missing() == "GPTCache/paraphrase-albert-onnx/model.onnx"
+    add_cached_file(tmp_path, "GPTCache/paraphrase-albert-onnx", "model.onnx", commit="old")
+    (tmp_path / "models--GPTCache--paraphrase-albert-onnx" / "refs" / "main").write_text("new")
+    assert emb.default_missing() == "GPTCache/paraphrase-albert-onnx/model.onnx"  # main moved on
+    add_cached_file(tmp_path, "GPTCache/paraphrase-albert-onnx", "model.onnx")
+    assert emb.default_missing() == "GPTCache/paraphrase-albert-small-v2/config.json"
+    add_cached_file(tmp_path, "GPTCache/paraphrase-albert-small-v2", "config.json")
+    assert emb.default_missing() == ""
+
+
+def test_auto_offline_without_the_cached_model_never_tries_to_load_it(monkeypatch):
+    def load_default(online):
+        raise AssertionError("pymilvus.model (transformers) imported to find what the cache says")
+
+    monkeypatch.setattr(emb, "hub_reachable", lambda: False)
+    monkeypatch.setattr(emb, "default_missing", lambda: "GPTCache/paraphrase-albert-onnx/model.onnx")
+    monkeypatch.setattr(emb, "load_default", load_default)
+    monkeypatch.setattr(emb, "load_minilm", lambda: emb.Embedding(None, "fake minilm", 3))
+    chosen = emb.load_embedding("auto")
+    assert chosen.name == "fake minilm"
+    assert chosen.reason == (
+        "auto: the tutorial's DefaultEmbeddingFunction is not cached and the Hugging Face hub "
+        "is unreachable (no GPTCache/paraphrase-albert-onnx/model.onnx in the local Hugging Face "
+        "cache)"
+    )
+
+
+def test_auto_online_loads_the_tutorials_model_whatever_the_cache_holds(monkeypatch):
+    loaded = []
+    monkeypatch.setattr(emb, "hub_reachable", lambda: True)
+    monkeypatch.setattr(emb, "default_missing", lambda: "anything")
+    monkeypatch.setattr(emb, "load_default", lambda online: loaded.append(online) or
+                        emb.Embedding(None, "fake default", 3))  # fmt: skip
+    assert emb.load_embedding("auto").name == "fake default" and loaded == [True]
+
+
+HEAVY = ("transformers", "torch", "pymilvus.model", "openai", "matplotlib", "sentence_transformers")
+DECIDE_OFFLINE = f"""
+import sys
+import milvus_rag.cli
+from milvus_rag import embedding
+assert not embedding.hub_reachable()
+print(embedding.default_missing())
+print(sorted(name for name in sys.modules if name.split(".")[0] in {HEAVY!r} or name in {HEAVY!r}))
+"""
+
+
+def test_importing_the_cli_and_deciding_auto_offline_imports_nothing_heavy(tmp_path):
+    """What ``auto`` needs to know offline costs no import of transformers, torch or openai."""
+    env = child_environment(standin_env(tmp_path / "empty-hf-home", hub_offline=True))
+    result = subprocess.run([sys.executable, "-c", DECIDE_OFFLINE], capture_output=True,
+                            text=True, env=env, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    missing, imported = result.stdout.strip().splitlines()
+    assert missing == "GPTCache/paraphrase-albert-onnx/model.onnx"
+    assert imported == "[]"
 
 
 def test_auto_tries_the_cache_only_and_keeps_the_cause(monkeypatch):
@@ -653,3 +725,28 @@ def test_explicit_default_offline_says_what_to_do(tmp_path):
     assert "could not load its model from the local Hugging Face cache" in message
     assert "EMBEDDING_MODEL=minilm" in message
     assert f"({cause}: " in message  # the real error's type, then its message
+
+
+ASK_AND_LIST_IMPORTS = f"""
+import sys
+from milvus_rag.cli import main
+code = main(["ask", "How is data stored in milvus?", "--timings"])
+print(sorted(name for name in sys.modules if name.split(".")[0] in {HEAVY!r} or name in {HEAVY!r}))
+sys.exit(code)
+"""
+
+
+@pytest.mark.slow
+def test_ask_offline_with_the_packaged_model_imports_nothing_heavy(tmp_path, converted, docs_zip):
+    """The whole ``ask`` offline (auto: MiniLM; the local answerer): no transformers, torch,
+    pymilvus.model or openai, and the split of its time printed last."""
+    env = child_environment(standin_env(tmp_path / "empty-hf-home", hub_offline=True))
+    env |= {"MILVUS_RAG_MODEL_CACHE": str(converted), "MILVUS_DOCS_ZIP": str(docs_zip),
+            "MILVUS_LITE_PATH": str(tmp_path / "milvus.db"), "EMBEDDING_MODEL": "auto",
+            "LLM_BASE_URL": "", "MILVUS_URI": ""}  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", ASK_AND_LIST_IMPORTS], capture_output=True,
+                            text=True, env=env, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "etcd" in result.stdout and result.stdout.strip().splitlines()[-1] == "[]"
+    assert "dimension 384 (auto: the tutorial's DefaultEmbeddingFunction is not cached" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("Timings: imports ")

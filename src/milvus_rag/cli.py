@@ -23,7 +23,7 @@ from milvus_rag import (
 )
 from milvus_rag.config import phrasings_path, positive_int, setting
 from milvus_rag.errors import RagError, milvus_sentence, quiet
-from milvus_rag.local_answerer import MODEL_NAME as LOCAL_MODEL
+from milvus_rag.timings import clock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--uri", default=None, help="a Milvus server URL or a Milvus Lite path "
                        "(env MILVUS_URI, else MILVUS_LITE_PATH)")
         p.add_argument("--collection", help="base collection name (env MILVUS_COLLECTION)")
+        p.add_argument("--timings", action="store_true", help="print where the time went on "
+                       "stderr: imports, model, connect, search, answer (env RAG_TIMINGS=1)")
 
     ingest = sub.add_parser("ingest", help="split, embed and insert the documents (idempotent)")
     ingest.add_argument("--rebuild", action="store_true", help="drop and recreate the collection")
@@ -119,6 +121,7 @@ def _ask(args, client, model, plan, k: int) -> None:
             _status(f"Collection {name!r} did not match its documents ({why}): brought it up to "
                     f"date first ({report['added']} rows added, {report['removed']} removed).")  # fmt: skip
     hits = search.search(client, name, model, [args.question], k, search.DEFAULT_STRATEGY)[0]
+    clock.mark("search")
     verdict = coverage.judge(hits, model.name, hint=" (--always-answer sends it anyway)")
     if not verdict.calibrated:
         _status(verdict.sentence)
@@ -130,11 +133,8 @@ def _ask(args, client, model, plan, k: int) -> None:
         return
     answer = None
     if verdict.covered or args.always_answer:
-        messages = generation.build_messages([hit.text for hit in hits], args.question)
-        base_url, key, _ = generation.endpoint(setting("LLM_BASE_URL"))
-        llm_model = setting("LLM_MODEL") if setting("LLM_BASE_URL") else LOCAL_MODEL
-        answer = "".join(generation.answer(generation.client(base_url, key), llm_model,
-                                           setting("LLM_BASE_URL"), messages))  # fmt: skip
+        answer = "".join(generation.llm_answer([hit.text for hit in hits], args.question,
+                                               setting("LLM_BASE_URL"), setting("LLM_MODEL")))  # fmt: skip
     print(json.dumps({"question": args.question, "covered": verdict.covered,
                       "hits": [asdict(hit) for hit in hits], "answer": answer}))  # fmt: skip
 
@@ -244,6 +244,7 @@ def _coverage(args, client, model, docs: corpus.Corpus, names) -> None:
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    clock.start(getattr(args, "timings", False) or config.flag("RAG_TIMINGS"))
     if args.command == "serve":
         from milvus_rag.local_answerer import serve
         if not (args.port.strip().isdigit() and int(args.port) <= 65535):
@@ -263,11 +264,14 @@ def run(argv: list[str] | None = None) -> int:
         search.strategy_named(args.strategy)
         depth = positive_int("--hits", args.hits)
     plan = _plan(args, docs, base) if args.command != "eval" else None
+    clock.mark("documents")
     if getattr(args, "models", None) is not None:  # every model loaded before any is measured
         model = {label: _load(label) for label in _model_labels(args.models)}
     else:
         model = _load(setting("EMBEDDING_MODEL"))
+    clock.mark("model")
     client = index.connect(uri, config.milvus_token())
+    clock.mark("connect")
     try:
         if args.command == "ingest":
             print(json.dumps(_sync(client, model, plan, rebuild=args.rebuild)))
@@ -275,8 +279,11 @@ def run(argv: list[str] | None = None) -> int:
             _ask(args, client, model, plan, k)
         else:
             _eval(args, client, model, docs, base, depth)
+        clock.mark({"ask": "answer"}.get(args.command, args.command))
     finally:
         client.close()
+    clock.mark("close")
+    clock.report()
     return 0
 
 

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, str] = {  # environment variable -> default, for every setti
     "RAG_MY_DOCS": "",  # your own documents (folder or zip); empty: data/sample_docs
     "RAG_MY_QUESTION": "Which index type should I use for a small collection?",
     "RAG_PROGRESS": "auto",  # progress bars: auto (widgets in a notebook) | text
+    "RAG_TIMINGS": "0",  # 1: the command line prints where its time went (as --timings)
 }
 
 
@@ -61,6 +62,14 @@ def positive_int(name: str, value: object | None = None) -> int:
     if number < 1:
         raise RagError(f"{name} must be a whole number of at least 1, not {raw!r}: fix or unset it.")
     return number
+
+
+def flag(name: str) -> bool:
+    """The setting ``name`` as yes (1, true, yes, on) or no (0, false, no, off)."""
+    raw = setting(name).lower()
+    if raw not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise RagError(f"{name} must be 1 or 0 (true or false), not {setting(name)!r}: fix or unset it.")
+    return raw in ("1", "true", "yes", "on")
 
 
 def non_negative_float(name: str) -> float:

@@ -146,6 +146,26 @@ def hub_reachable() -> bool:
     return True
 
 
+DEFAULT_FILES = (("GPTCache/paraphrase-albert-onnx", "model.onnx"),  # what DefaultEmbeddingFunction
+                 ("GPTCache/paraphrase-albert-small-v2", "config.json"))  # reads from the hub
+
+
+def default_missing() -> str:
+    """The first of :data:`DEFAULT_FILES` the local Hugging Face cache lacks (as "repo/file"),
+    or "" when all are there: read from the cache's folders (its ``main`` ref, then the file in
+    that snapshot), so that deciding costs no import of ``pymilvus.model`` (transformers)."""
+    from huggingface_hub import constants  # HF_HOME and HF_HUB_CACHE, resolved as the hub does
+    for repo, name in DEFAULT_FILES:
+        folder = Path(constants.HF_HUB_CACHE) / ("models--" + repo.replace("/", "--"))
+        try:
+            commit = (folder / "refs" / "main").read_text(encoding="utf-8").strip()
+        except OSError:
+            commit = ""
+        if not commit or not (folder / "snapshots" / commit / name).is_file():
+            return f"{repo}/{name}"
+    return ""
+
+
 def load_default(online: bool) -> Embedding:
     """``DefaultEmbeddingFunction()`` by its own code (only from the cache when not ``online``)."""
     from huggingface_hub import constants  # it reads HF_HUB_OFFLINE once, at import
@@ -258,7 +278,8 @@ def load_sentence_transformer(name: str) -> Embedding:
 def load_embedding(choice: str = "auto", base_url: str = "") -> Embedding:
     """Load the model ``choice`` names: ``default``, the tutorial's ``DefaultEmbeddingFunction``
     (hub or cache); ``minilm``, the packaged all-MiniLM-L6-v2; ``auto``, the first if it loads,
-    else the second, saying why (if both fail, raised from an ExceptionGroup of the two). Any
+    else the second, saying why (if both fail, raised from an ExceptionGroup of the two); offline,
+    the first is tried only when the cache holds its files (:func:`default_missing`). Any
     other name: a folder is a sentence-transformers model; else the model of the OpenAI-
     compatible endpoint ``base_url`` when one is given, else a sentence-transformers hub id."""
     named = (choice or "auto").strip()
@@ -277,10 +298,15 @@ def load_embedding(choice: str = "auto", base_url: str = "") -> Embedding:
         embedding = load_minilm() if choice == "minilm" else load_default(hub_reachable())
         return replace(embedding, reason=f"chosen by EMBEDDING_MODEL={choice}")
     online = hub_reachable()
-    try:
-        return replace(load_default(online), reason="auto: the tutorial's model loaded")
-    except RagError as error:
-        default_error, first = error, cause(error.__cause__ or error)
+    missing = "" if online else default_missing()
+    if missing:  # offline and not cached: it cannot load, so transformers is not imported
+        first = f"no {missing} in the local Hugging Face cache"
+        default_error = RagError(f"DefaultEmbeddingFunction cannot load offline: {first}.")
+    else:
+        try:
+            return replace(load_default(online), reason="auto: the tutorial's model loaded")
+        except RagError as error:
+            default_error, first = error, cause(error.__cause__ or error)
     try:
         embedding = load_minilm()
     except RagError as minilm_error:

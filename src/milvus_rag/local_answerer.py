@@ -3,7 +3,8 @@ and that serves ``/v1/embeddings`` with the packaged all-MiniLM-L6-v2.
 
 With no ``LLM_BASE_URL`` the notebook's ``OpenAI(...)`` cells run unchanged against it: it answers
 the ``<question>`` of the tutorial's user prompt with sentences of the first passage in its
-``<context>``, those sharing the most words with the question. One per process, closed at exit.
+``<context>``, those sharing the most words with the question (:func:`reply`, which
+``python -m milvus_rag ask`` calls in its own process). One per process, closed at exit.
 ``python -m milvus_rag serve`` runs one in the foreground, so that ``EMBEDDING_BASE_URL`` can point
 at it (the endpoint path, end to end, with no network)."""
 
@@ -71,6 +72,12 @@ def extract_answer(context: str, question: str) -> str:
     return " ".join(sentences[i] for i in best) + (f" [{number}]" if number is not None else "")
 
 
+def reply(messages: list[dict]) -> str:
+    """The answer to a chat's last user message (the tutorial's prompt): what the server sends."""
+    user = [m["content"] for m in messages if m["role"] == "user"][-1]
+    return extract_answer(*parse_user_prompt(user))
+
+
 class Handler(BaseHTTPRequestHandler):
     """POST chat/completions: the answer as one JSON body, or word by word as server-sent events."""
 
@@ -85,8 +92,7 @@ class Handler(BaseHTTPRequestHandler):
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path.rstrip("/").endswith("/embeddings"):
             return self._embeddings(request)
-        user = [m["content"] for m in request["messages"] if m["role"] == "user"][-1]
-        answer = extract_answer(*parse_user_prompt(user))
+        answer = reply(request["messages"])
         stream = request.get("stream")
         texts = re.findall(r"\S+\s*", answer) if stream else [answer]
         key, kind = ("delta", "chat.completion.chunk") if stream else ("message", "chat.completion")
