@@ -402,11 +402,11 @@ def test_eval_models_refuses_an_empty_list(run):
 def calibrated(monkeypatch, fake_embedding):
     """The stand-in model calibrated: ``calibrated(threshold)``; the LLM is never reached unless
     the test allows it (``sent`` counts the requests)."""
-    from milvus_rag import coverage, generation
+    from milvus_rag import coverage, local_answerer
 
-    sent = []
-    real = generation.client
-    monkeypatch.setattr(generation, "client", lambda *a, **k: sent.append(a) or real(*a, **k))
+    sent = []  # without LLM_BASE_URL, ask asks the local answerer in its own process
+    real = local_answerer.reply
+    monkeypatch.setattr(local_answerer, "reply", lambda messages: sent.append(messages) or real(messages))
 
     def set_threshold(value):
         monkeypatch.setitem(coverage.THRESHOLDS, fake_embedding.name, value)
