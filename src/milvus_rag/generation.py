@@ -185,12 +185,14 @@ def stream_text(stream) -> Iterator[str]:
         stream.close()
 
 
-def answer(llm, model: str, base_url: str, messages: list[dict]) -> Iterator[str]:
-    """The answer to ``messages``, its pieces as they arrive; an error, before the stream or in
-    the middle of it, ends in one ``RagError`` sentence (see :func:`explain`)."""
-    with llm_errors(base_url, model):
+def answer(llm, model: str, base_url: str, messages: list[dict], keep_going: bool = False,
+           settings: dict | None = None) -> Iterator[str]:  # fmt: skip
+    """``llm``'s answer to ``messages``, its pieces as they arrive; an error, before the stream or
+    in the middle of it, ends in one ``RagError`` sentence (see :func:`explain`; ``keep_going``:
+    printed to stderr instead). ``settings``: :func:`options`, read now if not given."""
+    with llm_errors(base_url, model, keep_going):
         response = llm.chat.completions.create(model=model, messages=messages, stream=True,
-                                               **options())  # fmt: skip
+                                               **(options() if settings is None else settings))  # fmt: skip
         yield from stream_text(response)
 
 
@@ -206,10 +208,7 @@ def llm_answer(texts: list[str], question: str, base_url: str, model: str,
         yield local_reply(messages)
         return
     url, key, _ = endpoint(base_url, model, interactive)
-    with llm_errors(base_url, model, keep_going):
-        response = client(url, key).chat.completions.create(model=model, messages=messages,
-                                                            stream=True, **settings)  # fmt: skip
-        yield from stream_text(response)
+    yield from answer(client(url, key), model, base_url, messages, keep_going, settings)
 
 
 def reply(hits: list, question: str, verdict, base_url: str, model: str, interactive: bool = False,
