@@ -222,7 +222,11 @@ def reply(hits: list, question: str, verdict, base_url: str, model: str, interac
         yield verdict.sentence + "\n\n"
     asked = verdict.covered or always_answer
     if asked:
-        yield from llm_answer([hit.text for hit in hits], question, base_url, model, interactive,
-                              keep_going)  # fmt: skip
-        yield "\n\n"
+        answered = False  # an LLM error said on stderr (keep_going): the sources follow at once
+        for piece in llm_answer([hit.text for hit in hits], question, base_url, model,
+                                interactive, keep_going):  # fmt: skip
+            answered = True
+            yield piece
+        if answered:
+            yield "\n\n"
     yield ("Sources:\n" if asked else "Nearest sources:\n") + format_hits(hits) + "\n"
