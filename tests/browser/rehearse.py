@@ -77,7 +77,7 @@ EVIDENCE = REPO / ".cache" / "browser-rehearsal"
 
 PROGRESS_CELLS = ("insert", "evaluate")  # their progress bars must be widgets while they run
 COME_BACK_CELLS = ("parameters", "errors", "docs", "model", "connect", "search")
-SKIPPED_SECTION = ("evaluate", "plot", "default")  # "How good is the retrieval?"
+SKIPPED_SECTION = ("evaluate", "plot", "default", "abstention")  # "How good is the retrieval?"
 EXPECTED_KERNELSPEC = {
     "display_name": "Python 3 (ipykernel)",
     "language": "python",
