@@ -197,6 +197,9 @@ def test_another_name_is_a_sentence_transformers_model_and_its_failure_one_sente
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(emb, "SentenceTransformerFunction", not_on_the_hub)
+    find_spec = emb.importlib.util.find_spec  # installed or not (a venv without torch lacks it)
+    monkeypatch.setattr(emb.importlib.util, "find_spec", lambda name, *args: (
+        object() if name == "sentence_transformers" else find_spec(name, *args)))  # fmt: skip
     with pytest.raises(RagError) as caught:
         emb.load_embedding("BAAI/bge-small-en-v1.5")
     assert tried == ["BAAI/bge-small-en-v1.5"]  # its case kept: hub ids are case-sensitive
