@@ -47,15 +47,19 @@ class FailingEndpoint(BaseHTTPRequestHandler):
         if self.status == 0:
             threading.Event().wait(5)
             return
-        body = json.dumps(
-            {"error": {"message": self.message, "type": "error", "code": str(self.status)}}
-        ).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("retry-after-ms", "10")  # keep the client's own retries quick
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, self.status,
+                  {"error": {"message": self.message, "type": "error", "code": str(self.status)}})
+
+
+def send_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    """Answer ``handler``'s request with ``status`` and the JSON ``body``."""
+    encoded = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(encoded)))
+    handler.send_header("retry-after-ms", "10")  # keep the client's own retries quick
+    handler.end_headers()
+    handler.wfile.write(encoded)
 
 
 class EmbeddingsEndpoint(BaseHTTPRequestHandler):
@@ -78,15 +82,6 @@ class EmbeddingsEndpoint(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def _send(self, status: int, body: dict) -> None:
-        encoded = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(encoded)))
-        self.send_header("retry-after-ms", "10")  # keep the client's own retries quick
-        self.end_headers()
-        self.wfile.write(encoded)
-
     def do_POST(self):
         from support.fakes import FakeEmbedding
 
@@ -95,12 +90,12 @@ class EmbeddingsEndpoint(BaseHTTPRequestHandler):
         cls.requests.append((self.headers.get("Authorization", ""), body))
         if cls.failures and len(cls.requests) > cls.healthy:
             status = cls.failures.pop(0)
-            return self._send(status, {"error": {"message": f"failure {status}", "code": status}})
+            return send_json(self, status, {"error": {"message": f"failure {status}", "code": status}})
         if body.get("model") != cls.model:
-            return self._send(404, {"error": {"message": f"model {body.get('model')!r} not found",
+            return send_json(self, 404, {"error": {"message": f"model {body.get('model')!r} not found",
                                               "code": "model_not_found"}})  # fmt: skip
         if cls.answer == "not_a_list":
-            return self._send(200, {"object": "list", "detail": "no data here"})
+            return send_json(self, 200, {"object": "list", "detail": "no data here"})
         dim = cls.dim + (len(cls.requests) if cls.answer == "grow" else 0)
         vectors = [FakeEmbedding(dim)._vector(text).tolist() for text in body["input"]]
         if cls.answer == "too_few":
@@ -109,5 +104,5 @@ class EmbeddingsEndpoint(BaseHTTPRequestHandler):
             vectors[-1] = vectors[-1][:-1]
         data = [{"object": "embedding", "index": i, "embedding": [3 * x for x in v]}  # not unit
                 for i, v in enumerate(vectors)]  # fmt: skip
-        self._send(200, {"object": "list", "data": data, "model": cls.model,
+        send_json(self, 200, {"object": "list", "data": data, "model": cls.model,
                          "usage": {"prompt_tokens": 1, "total_tokens": 1}})  # fmt: skip
