@@ -83,6 +83,29 @@ def print_machine(info: dict | None = None) -> dict:
     return info
 
 
+def record(path: str | Path, script: str, figures: dict) -> None:
+    """Write ``figures`` as JSON to ``path`` with what they were measured on: the script, the
+    UTC time, the commit of the checkout (and whether it had changes), the machine and the load
+    average at the end. ``scripts/readme_figures.py`` renders the README's benchmark table from
+    the files in ``benchmarks/results/``."""
+    import datetime
+    import json
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    data = {"script": script,
+            "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": git("rev-parse", "--short", "HEAD"), "changed": bool(git("status", "--porcelain", "src")),
+            "machine": machine_info(), "load_at_end": "/".join(f"{v:.2f}" for v in os.getloadavg()),
+            **figures}  # fmt: skip
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    print(f"recorded in {path}")
+
+
 def proc_status_kib(pid: int | str, field: str) -> int | None:
     """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``) in KiB; None if unreadable."""
     try:

@@ -10,7 +10,9 @@ after on the same load). The first run starts from empty caches (the
 docs unzipped, the packaged model converted to ONNX once); later runs reuse them, as a reader's
 second session does. Prints, per run, the wall time of the papermill call (kernel start
 included) and the sum of the cells; then each cell's seconds and share of that sum, per run.
-Everything goes to a temporary folder, removed at the end.
+Everything goes to a temporary folder, removed at the end. ``--record FILE`` also writes the
+figures as JSON (``benchmarks/results/``, from which ``scripts/readme_figures.py`` writes the
+README's table).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, SHARED_ZIP, markdown_table, print_machine
+from _common import REPO, SHARED_ZIP, markdown_table, print_machine, record
 
 NOTEBOOK = REPO / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
 
@@ -58,6 +60,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2, help="the first one starts cold")
     parser.add_argument("--model", default="auto", help="EMBEDDING_MODEL (default auto)")
     parser.add_argument("--src", default="", help="the package's source folder for the kernel")
+    parser.add_argument("--record", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     print_machine()
     workdir = Path(tempfile.mkdtemp(prefix="bench-notebook-"))
@@ -71,8 +74,9 @@ def main() -> int:
     })  # fmt: skip
     if args.src:
         os.environ["PYTHONPATH"] = str(Path(args.src).resolve())
+    load_at_start = "/".join(f"{value:.2f}" for value in os.getloadavg())
     print(f"EMBEDDING_MODEL={args.model}; package: {args.src or 'this checkout'}; load average "
-          f"{'/'.join(f'{value:.2f}' for value in os.getloadavg())}", flush=True)  # fmt: skip
+          f"{load_at_start}", flush=True)  # fmt: skip
     try:
         runs = [run_once(workdir, Path(args.docs), i) for i in range(args.runs)]
         print(f"load average after the runs: {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -92,6 +96,11 @@ def main() -> int:
                                 f"{100 * seconds[i].get(cid, 0.0) / t:.0f}%")]
              for cid in order]  # fmt: skip
     print(markdown_table(header, table))
+    if args.record:
+        record(args.record, "bench_notebook.py", {
+            "model": args.model, "load_at_start": load_at_start,
+            "runs": [{"wall_s": round(wall, 2), "cells_s": round(sum(d for _, d in cells), 2),
+                      "cells": {cid: round(d, 2) for cid, d in cells}} for wall, cells in runs]})  # fmt: skip
     return 0
 
 

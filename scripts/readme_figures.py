@@ -8,6 +8,18 @@ A block in README.md or data/eval/README.md looks like::
     ...what that command printed...
     <!-- end of output -->
 
+A second kind of block (in those files and benchmarks/README.md) holds benchmark figures,
+written from what the benchmarks recorded (``python benchmarks/bench_*.py --record
+benchmarks/results/NAME.json``)::
+
+    <!-- benchmark table: benchmarks/results -->
+    ...a table with a row per JSON file in that folder...
+    <!-- end of benchmark -->
+
+    <!-- benchmark report: benchmarks/results/NAME.json -->
+    ...the report that benchmark printed and recorded...
+    <!-- end of benchmark -->
+
 Without ``--check`` each block is replaced by what its command prints now; with ``--check``
 nothing is written and the exit code is 1 if any block differs (the slow test
 tests/test_readme_figures.py does the same). Commands run offline with the packaged model
@@ -20,6 +32,7 @@ answerer runs meanwhile, serving the packaged model as ``all-MiniLM-L6-v2`` at
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -35,6 +48,11 @@ BLOCK = re.compile(
     r"(<!-- output of: python -m milvus_rag (?P<args>[^\n]*?) -->\n)(?P<body>.*?)(<!-- end of output -->)",
     re.S,
 )
+
+BENCHMARK_READMES = [*READMES, REPO / "benchmarks" / "README.md"]
+TABLE = re.compile(r"(<!-- benchmark (?P<kind>table|report): (?P<target>[^\n]*?) -->\n)(?P<body>.*?)"
+                   r"(<!-- end of benchmark -->)", re.S)  # fmt: skip
+SCRIPTS = ("bench_ask.py", "bench_notebook.py", "bench_quantized.py")  # the table's order
 
 
 def run(args: str, docs: Path, scratch: Path) -> str:
@@ -71,16 +89,94 @@ def refreshed(text: str, printed: dict[str, str]) -> str:
     return BLOCK.sub(lambda m: m.group(1) + printed[m["args"]] + m.group(4), text)
 
 
+def _one_minute(load: str) -> float:
+    return float(load.split("/")[0].split()[-1])
+
+
+def _loads(*loads: str) -> str:
+    """The 1-minute load averages of ``loads`` ("0.54/0.92/0.98" or "a -> b"), as a range."""
+    values = [_one_minute(part) for load in loads for part in load.split("->")]
+    low, high = min(values), max(values)
+    return f"{low:.1f}" if f"{low:.1f}" == f"{high:.1f}" else f"{low:.1f} to {high:.1f}"
+
+
+def _ask_row(data: dict) -> list[str]:
+    model = "the tutorial's model cached (stand-in files)" if data["tutorial_model"] else "the packaged model"
+    runs = sorted(data["runs"], key=lambda run: run["wall_s"])
+    middle = runs[(len(runs) - 1) // 2]
+    return [f"`python -m milvus_rag ask`, offline, {model}; a fresh process each",
+            f"median **{data['median_s']:.2f} s**, best {data['best_s']:.2f} s ({len(runs)} runs)",
+            f"a median run: {middle['split']}",
+            _loads(*(run["load_before"] for run in runs), data["load_at_end"])]  # fmt: skip
+
+
+def _notebook_row(data: dict) -> list[str]:
+    cold, *warm = data["runs"]
+    walls = sorted(run["wall_s"] for run in warm)
+    slowest = sorted(warm[-1]["cells"].items(), key=lambda cell: -cell[1])[:3]
+    cells = ", ".join(f"`{name}` {seconds:.1f} s" for name, seconds in slowest)
+    return [f"the notebook's Run All, headless (papermill, `EMBEDDING_MODEL={data['model']}`)",
+            f"warm **{walls[0]:.1f} to {walls[-1]:.1f} s** ({len(walls)} runs); cold {cold['wall_s']:.1f} s",
+            f"slowest cells: {cells} of {warm[-1]['cells_s']:.1f} s in cells",
+            _loads(data["load_at_start"], data["load_at_end"])]  # fmt: skip
+
+
+def _quantized_row(data: dict) -> list[str]:
+    (first, base), *others = data["ingest"].items()
+    measured = [f"{first} {base['seconds']:.0f} s"] + [
+        f"{label} {row['seconds']:.0f} s ({base['seconds'] / row['seconds']:.2f}x)" for label, row in others]
+    passes = ", ".join(f"{label} {row['forward_pass_s']:.0f} s" for label, row in data["ingest"].items())
+    return [f"`ingest --all-docs` ({base['rows']:,} rows), per variant of MiniLM's forward pass",
+            "; ".join(measured), f"the forward pass: {passes}",
+            _loads(*(row["load"] for row in data["ingest"].values()))]  # fmt: skip
+
+
+ROWS = {"bench_ask.py": _ask_row, "bench_notebook.py": _notebook_row, "bench_quantized.py": _quantized_row}
+
+
+def benchmark_table(folder: Path) -> str:
+    """The README's benchmark table: a row per JSON file the benchmarks recorded in ``folder``."""
+    recorded = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json"))]
+    lines = ["| what you wait for | measured | where the time goes | 1-minute load |", "| --- | --- | --- | --- |"]
+    for data in sorted(recorded, key=lambda data: SCRIPTS.index(data["script"])):
+        lines.append("| " + " | ".join(ROWS[data["script"]](data)) + " |")
+    machines = {(d["machine"]["cpu_model"], d["machine"]["cores_usable"], d["machine"]["ram_gib"]) for d in recorded}
+    when = sorted({d["measured"][:10] for d in recorded})
+    where = "; ".join(f"{cpu}, {cores} cores, {ram} GiB" for cpu, cores, ram in sorted(machines))
+    commits = ", ".join(sorted({f"`{d['commit']}`" + (" with changes" if d["changed"] else "") for d in recorded}))
+    lines.append(f"\nMeasured {' and '.join(when)} on {where}; package at {commits}; "
+                 f"the JSON in `{folder.relative_to(REPO)}/`.\n")  # fmt: skip
+    return "\n".join(lines)
+
+
+def benchmark_block(kind: str, target: str) -> str:
+    """A benchmark block's body: the table of the folder ``target``, or the report recorded in
+    the file ``target``."""
+    if kind == "table":
+        return benchmark_table(REPO / target)
+    return json.loads((REPO / target).read_text(encoding="utf-8"))["report"] + "\n"
+
+
+def tables_refreshed(text: str) -> str:
+    """``text`` with every benchmark block rendered again from what its marker names."""
+    return TABLE.sub(lambda m: m.group(1) + benchmark_block(m["kind"], m["target"]) + m.group(5), text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a drift")
     parser.add_argument("--docs", default=os.environ.get("MILVUS_DOCS_ZIP") or str(SHARED_ZIP))
     args = parser.parse_args()
-    texts = [path.read_text(encoding="utf-8") for path in READMES]
+    texts = [path.read_text(encoding="utf-8") for path in BENCHMARK_READMES]
     printed = outputs(texts, Path(args.docs).resolve())
     drifted = 0
-    for path, text in zip(READMES, texts, strict=True):
-        new = refreshed(text, printed)
+    for path, text in zip(BENCHMARK_READMES, texts, strict=True):
+        new = tables_refreshed(refreshed(text, printed))
+        for old, now in zip(TABLE.finditer(text), TABLE.finditer(new), strict=True):
+            if old["body"] != now["body"]:
+                drifted += 1
+                print(f"{path.relative_to(REPO)}: the benchmark {old['kind']} differs from what "
+                      f"{old['target']} recorded", file=sys.stderr)  # fmt: skip
         for old, now in zip(blocks(text), blocks(new), strict=True):
             if old["body"] != now["body"]:
                 drifted += 1

@@ -99,3 +99,17 @@ def test_each_nearest_entry_is_a_heading_of_the_faq(docs_dir):
         nearest = [evaluation.Question(r["q"], r["nearest"]) for r in rows(name)]
         assert not [q.gold for q in nearest
                     if evaluation.first_hit_rank(texts, q.gold) is None], name  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("choice", ["minilm", "minilm-int8"])
+def test_each_stored_threshold_is_what_calibrating_its_model_gives_now(choice, docs_zip, lite_uri,
+                                                                       monkeypatch, capsys):  # fmt: skip
+    from milvus_rag import cli
+
+    monkeypatch.setenv("EMBEDDING_MODEL", choice)
+    monkeypatch.setenv("MILVUS_LITE_PATH", lite_uri)
+    monkeypatch.setenv("MILVUS_DOCS_ZIP", str(docs_zip))
+    assert cli.main(["eval", "--calibrate"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Threshold"))
+    assert line.endswith("coverage.THRESHOLDS holds it."), line

@@ -9,6 +9,7 @@ cache (which may hold the tutorial's model) must not decide the outcome.
 
 import http.server
 import json
+import logging
 import os
 import socketserver
 import subprocess
@@ -59,7 +60,7 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 def cached_onnx(cache: Path) -> Path:
-    return cache / f"all-MiniLM-L6-v2-{emb.MINILM_SHA256}.onnx"
+    return cache / f"all-MiniLM-L6-v2-{emb.MINILM_SHA256}-float32.onnx"
 
 
 def test_the_packaged_weights_pass_their_sha256_check_and_are_converted_when_not_cached(cache):
@@ -164,6 +165,36 @@ def test_a_corrupt_cached_model_says_delete_it(cache):
         emb.load_minilm()
     assert str(cached_onnx(cache)) in str(info.value)
     assert info.value.__cause__ is not None
+
+
+def test_int8_is_quantized_once_from_the_float32_conversion_and_named_apart(cache, monkeypatch):
+    toy_onnx(cached_onnx(cache))
+    handlers = list(logging.getLogger().handlers)
+    int8 = emb.load_embedding("minilm-int8")
+    assert emb.minilm_onnx(int8=True).is_file()
+    assert emb.minilm_onnx(int8=True) != emb.minilm_onnx() == cached_onnx(cache)
+    assert int8.reason == "chosen by EMBEDDING_MODEL=minilm-int8"
+    assert int8.name != emb.load_embedding("minilm").name  # what built a collection tells them apart
+    assert logging.getLogger().handlers == handlers  # the quantizer's advice left no handler behind
+
+    def quantize_again(source, target):
+        raise AssertionError("quantized again")
+
+    monkeypatch.setattr(emb, "quantize_int8", quantize_again)
+    assert emb.load_embedding("minilm-int8").name == int8.name
+
+
+def test_an_interrupted_quantization_leaves_no_file(cache, monkeypatch):
+    toy_onnx(cached_onnx(cache))
+
+    def interrupted(source, target):
+        target.write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(emb, "quantize_int8", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        emb.load_minilm(int8=True)
+    assert sorted(path.name for path in cached_onnx(cache).parent.iterdir()) == [cached_onnx(cache).name]
 
 
 def test_loading_a_cached_model_imports_neither_torch_nor_transformers(cache):

@@ -39,3 +39,31 @@ def test_every_generated_block_matches_its_command(docs_zip):
             assert block["body"] == printed[block["args"]], (
                 f"{path.name}: `python -m milvus_rag {block['args']}` now prints something else: "
                 "run python scripts/readme_figures.py, and read the diff")  # fmt: skip
+
+
+def test_the_benchmark_blocks_are_what_the_benchmarks_recorded():
+    kinds = set()
+    for path in readme_figures.BENCHMARK_READMES:
+        for block in readme_figures.TABLE.finditer(path.read_text(encoding="utf-8")):
+            kinds.add(block["kind"])
+            assert block["body"] == readme_figures.benchmark_block(block["kind"], block["target"]), (
+                f"{path.name}: the benchmark {block['kind']} is not what {block['target']} holds: "
+                "run python scripts/readme_figures.py, and read the diff")  # fmt: skip
+    assert kinds == {"table", "report"}
+
+
+def test_a_recorded_benchmark_becomes_its_row(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import _common
+
+    monkeypatch.setattr(readme_figures, "REPO", tmp_path)
+    folder = tmp_path / "results"
+    runs = [{"wall_s": wall, "load_before": "0.50/0.9/1.0", "load_after": "0.6/0.9/1.0",
+             "split": f"model {wall} s"} for wall in (1.3, 1.1, 1.2)]  # fmt: skip
+    _common.record(folder / "ask.json", "bench_ask.py", {
+        "model": "m", "question": "q", "runs": runs, "best_s": 1.1, "median_s": 1.2,
+        "tutorial_model": False})  # fmt: skip
+    table = readme_figures.benchmark_table(folder)
+    assert "median **1.20 s**, best 1.10 s (3 runs)" in table
+    assert "a median run: model 1.2 s" in table  # the split of the run whose wall is the median
+    assert "the JSON in `results/`" in table

@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="print the table as Markdown (as the README shows it) and nothing else")  # fmt: skip
     ev.add_argument("--models", default=None,
                     help="embedding models side by side on --strategy, the first the baseline: "
-                    "EMBEDDING_MODEL values separated by commas (minilm, default, a sentence-"
+                    "EMBEDDING_MODEL values separated by commas (minilm, minilm-int8, default, a sentence-"
                     "transformers id or folder; with EMBEDDING_BASE_URL, that endpoint's models)")  # fmt: skip
     ev.add_argument("--abstention", action="store_true",
                     help="instead of the table: the share of unanswerable questions (--unanswerable) "

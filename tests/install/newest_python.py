@@ -194,9 +194,7 @@ def make_venv(python: Path, venv: Path) -> Path:
 
 def converted_minilm() -> Path:
     """The packaged MiniLM as ONNX, converted by the dev venv (this interpreter) if not yet."""
-    code = ("from milvus_rag.embedding import load_minilm, MINILM_SHA256; load_minilm(); "
-            "from milvus_rag.config import model_cache_dir; "
-            "print(model_cache_dir() / f'all-MiniLM-L6-v2-{MINILM_SHA256}.onnx')")  # fmt: skip
+    code = "from milvus_rag.embedding import load_minilm, minilm_onnx; load_minilm(); print(minilm_onnx())"
     return Path(run("MiniLM as ONNX (dev venv)", [sys.executable, "-c", code]).split()[-1])
 
 
