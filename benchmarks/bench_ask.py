@@ -15,7 +15,9 @@ loads ``DefaultEmbeddingFunction`` by its own code (pymilvus.model, transformers
 that downloaded it once. The hub cannot be reached here, so the cache holds the tests' stand-in
 (``tests/support/hf_standin.py``: the tutorial's two repositories in the hub's layout, with
 MiniLM's weights exported as the real ``model.onnx`` is shaped): the loading path is the real
-one, the forward pass is MiniLM's. ``--record FILE`` also writes the figures as JSON
+one, the forward pass is MiniLM's. ``--python PATH`` runs the command with another virtualenv's
+interpreter, e.g. one made by ``pip install -r requirements.txt`` alone, without torch (which
+transformers imports when it is installed). ``--record FILE`` also writes the figures as JSON
 (``benchmarks/results/``, from which ``scripts/readme_figures.py`` writes the README's table).
 It measures; it asserts nothing.
 
@@ -46,6 +48,12 @@ def load_average() -> str:
     return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
+def has_torch(python: str) -> bool:
+    """Whether torch is installed for ``python`` (transformers imports it whenever it is)."""
+    code = "import importlib.util; print(importlib.util.find_spec('torch') is not None)"
+    return subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -55,6 +63,8 @@ def main() -> int:
     parser.add_argument("--model", default="auto", help="EMBEDDING_MODEL (default auto)")
     parser.add_argument("--tutorial-model", action="store_true",
                         help="the tutorial's model cached (the tests' stand-in; see above)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter that runs the command (default: this one)")
     parser.add_argument("--record", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     print_machine()
@@ -71,13 +81,14 @@ def main() -> int:
         env |= standin_env(build_standin_hf_home(work / "hf"))
     try:
         started = time.perf_counter()
-        setup = subprocess.run([sys.executable, "-m", "milvus_rag", "ingest"], env=env,
+        setup = subprocess.run([args.python, "-m", "milvus_rag", "ingest"], env=env,
                                capture_output=True, text=True)  # fmt: skip
         if setup.returncode:
             print(setup.stderr[-3000:], file=sys.stderr)
             return 1
         print(f"\nset-up (convert the model, ingest the FAQ): {time.perf_counter() - started:.1f} s")
-        print(f"source: {args.src}; EMBEDDING_MODEL={args.model}; question: {args.question!r}\n")
+        print(f"source: {args.src}; EMBEDDING_MODEL={args.model}; question: {args.question!r}; "
+              f"interpreter: {args.python} (torch {'installed' if has_torch(args.python) else 'not installed'})\n")
         print("| run | load before | wall s | the command's split (--timings) | load after |")
         print("| --- | --- | --- | --- | --- |")
         walls, runs = [], []
@@ -85,7 +96,7 @@ def main() -> int:
         for number in range(1, args.runs + 1):
             before = load_average()
             started = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "milvus_rag", "ask", args.question, *flag],
+            done = subprocess.run([args.python, "-m", "milvus_rag", "ask", args.question, *flag],
                                   env=env, capture_output=True, text=True)  # fmt: skip
             wall = time.perf_counter() - started
             if done.returncode:
@@ -105,7 +116,7 @@ def main() -> int:
             record(args.record, "bench_ask.py", {
                 "model": model, "question": args.question, "runs": runs,
                 "best_s": round(min(walls), 2), "median_s": round(statistics.median(walls), 2),
-                "tutorial_model": args.tutorial_model})  # fmt: skip
+                "tutorial_model": args.tutorial_model, "torch": has_torch(args.python)})  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -62,7 +62,7 @@ def test_a_recorded_benchmark_becomes_its_row(tmp_path, monkeypatch):
              "split": f"model {wall} s"} for wall in (1.3, 1.1, 1.2)]  # fmt: skip
     _common.record(folder / "ask.json", "bench_ask.py", {
         "model": "m", "question": "q", "runs": runs, "best_s": 1.1, "median_s": 1.2,
-        "tutorial_model": False})  # fmt: skip
+        "tutorial_model": False, "torch": True})  # fmt: skip
     table = readme_figures.benchmark_table(folder)
     assert "median **1.20 s**, best 1.10 s (3 runs)" in table
     assert "a median run: model 1.2 s" in table  # the split of the run whose wall is the median
