@@ -102,7 +102,8 @@ def _loads(*loads: str) -> str:
 
 def _ask_row(data: dict) -> list[str]:
     model = "the tutorial's model cached (stand-in files)" if data["tutorial_model"] else "the packaged model"
-    model += "" if data["torch"] else ", torch not installed (`pip install -r requirements.txt` alone)"
+    model += (", torch installed (the offline extra)" if data["torch"] else
+              ", torch not installed (`pip install -r requirements.txt` alone)")  # fmt: skip
     runs = sorted(data["runs"], key=lambda run: run["wall_s"])
     middle = runs[(len(runs) - 1) // 2]
     return [f"`python -m milvus_rag ask`, offline, {model}; a fresh process each",
