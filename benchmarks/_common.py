@@ -83,6 +83,11 @@ def print_machine(info: dict | None = None) -> dict:
     return info
 
 
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages, as "0.54/0.92/0.98"."""
+    return "/".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def record(path: str | Path, script: str, figures: dict) -> None:
     """Write ``figures`` as JSON to ``path`` with what they were measured on: the script, the
     UTC time, the commit of the checkout (and whether it had changes), the machine and the load
@@ -99,7 +104,7 @@ def record(path: str | Path, script: str, figures: dict) -> None:
     data = {"script": script,
             "measured": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             "commit": git("rev-parse", "--short", "HEAD"), "changed": bool(git("status", "--porcelain", "src")),
-            "machine": machine_info(), "load_at_end": "/".join(f"{v:.2f}" for v in os.getloadavg()),
+            "machine": machine_info(), "load_at_end": load_average(),
             **figures}  # fmt: skip
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")

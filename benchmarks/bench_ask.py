@@ -39,13 +39,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, SHARED_ZIP, print_machine, record
+from _common import REPO, SHARED_ZIP, load_average, print_machine, record
 
 SPLIT = re.compile(r"^Timings: (.*); total ([0-9.]+) s", re.M)
-
-
-def load_average() -> str:
-    return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def has_torch(python: str) -> bool:
@@ -87,8 +83,9 @@ def main() -> int:
             print(setup.stderr[-3000:], file=sys.stderr)
             return 1
         print(f"\nset-up (convert the model, ingest the FAQ): {time.perf_counter() - started:.1f} s")
+        torch = has_torch(args.python)
         print(f"source: {args.src}; EMBEDDING_MODEL={args.model}; question: {args.question!r}; "
-              f"interpreter: {args.python} (torch {'installed' if has_torch(args.python) else 'not installed'})\n")
+              f"interpreter: {args.python} (torch {'installed' if torch else 'not installed'})\n")
         print("| run | load before | wall s | the command's split (--timings) | load after |")
         print("| --- | --- | --- | --- | --- |")
         walls, runs = [], []
@@ -116,7 +113,7 @@ def main() -> int:
             record(args.record, "bench_ask.py", {
                 "model": model, "question": args.question, "runs": runs,
                 "best_s": round(min(walls), 2), "median_s": round(statistics.median(walls), 2),
-                "tutorial_model": args.tutorial_model, "torch": has_torch(args.python)})  # fmt: skip
+                "tutorial_model": args.tutorial_model, "torch": torch})  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

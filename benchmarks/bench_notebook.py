@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, SHARED_ZIP, markdown_table, print_machine, record
+from _common import REPO, SHARED_ZIP, load_average, markdown_table, print_machine, record
 
 NOTEBOOK = REPO / "notebooks" / "build_RAG_with_milvus_and_lepton.ipynb"
 
@@ -74,12 +74,12 @@ def main() -> int:
     })  # fmt: skip
     if args.src:
         os.environ["PYTHONPATH"] = str(Path(args.src).resolve())
-    load_at_start = "/".join(f"{value:.2f}" for value in os.getloadavg())
+    load_at_start = load_average()
     print(f"EMBEDDING_MODEL={args.model}; package: {args.src or 'this checkout'}; load average "
           f"{load_at_start}", flush=True)  # fmt: skip
     try:
         runs = [run_once(workdir, Path(args.docs), i) for i in range(args.runs)]
-        print(f"load average after the runs: {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
+        print(f"load average after the runs: {load_average()}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("## Run All, headless (papermill)")

@@ -27,13 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, SHARED_ZIP, print_machine, record
+from _common import REPO, SHARED_ZIP, load_average, print_machine, record
 
 SEED_QUESTIONS = REPO / "data" / "eval" / "real_dev.jsonl"
-
-
-def load_average() -> str:
-    return "/".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def variants(fp32_path: Path, work: Path) -> dict[str, tuple[Path, int]]:
@@ -48,18 +44,25 @@ def variants(fp32_path: Path, work: Path) -> dict[str, tuple[Path, int]]:
             "int8, no spinning": (int8, -1)}
 
 
-def make_embedding(base, path: Path, threads: int, label: str):
+def make_session(path: Path, threads: int, profile_prefix: str = ""):
+    """An onnxruntime session on ``path`` with the thread setting of :func:`variants` (and the
+    profiler on, writing to ``profile_prefix``, if given)."""
     import onnxruntime
-
-    from milvus_rag.embedding import BatchedOnnxFunction, Embedding
 
     options = onnxruntime.SessionOptions()
     if threads > 0:
         options.intra_op_num_threads = threads
     if threads < 0:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    function = BatchedOnnxFunction(session, base.function.tokenizer, base.dim)
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def make_embedding(base, path: Path, threads: int, label: str):
+    from milvus_rag.embedding import BatchedOnnxFunction, Embedding
+
+    function = BatchedOnnxFunction(make_session(path, threads), base.function.tokenizer, base.dim)
     return Embedding(function, f"{base.name}, {label}", base.dim)
 
 
@@ -69,16 +72,9 @@ def op_split(path: Path, threads: int, base, texts: list[str]) -> tuple[float, l
     import collections
     import json
 
-    import onnxruntime
-
     from milvus_rag.embedding import BatchedOnnxFunction
 
-    options = onnxruntime.SessionOptions()
-    options.enable_profiling = True
-    options.profile_file_prefix = str(path.parent / f"profile-{path.stem}")
-    if threads > 0:
-        options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = make_session(path, threads, str(path.parent / f"profile-{path.stem}"))
     BatchedOnnxFunction(session, base.function.tokenizer, base.dim).encode_documents(texts)
     events = json.loads(Path(session.end_profiling()).read_text())
     by_op = collections.Counter()

@@ -53,7 +53,7 @@ def test_the_benchmark_blocks_are_what_the_benchmarks_recorded():
 
 
 def test_a_recorded_benchmark_becomes_its_row(tmp_path, monkeypatch):
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import _common
 
     monkeypatch.setattr(readme_figures, "REPO", tmp_path)

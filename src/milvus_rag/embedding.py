@@ -273,9 +273,8 @@ def load_minilm(int8: bool = False) -> Embedding:
     limit = json.loads((model_dir / "sentence_bert_config.json").read_text(encoding="utf-8"))["max_seq_length"]
     dim = session.get_outputs()[0].shape[-1]
     function = BatchedOnnxFunction(session, FastTokenizer(model_dir / "tokenizer.json", limit), dim)
-    if int8:
-        return Embedding(function, "minilm-int8 (all-MiniLM-L6-v2, packaged, int8 weights)", dim)
-    return Embedding(function, "minilm (all-MiniLM-L6-v2, packaged)", dim)
+    name = "minilm-int8 (all-MiniLM-L6-v2, packaged, int8 weights)" if int8 else "minilm (all-MiniLM-L6-v2, packaged)"
+    return Embedding(function, name, dim)
 
 
 class SentenceTransformerFunction:
